@@ -1,0 +1,17 @@
+"""ResNet-20 on CIFAR-10 (get_config('4') for ResNet-20-4, the EPR paper's width)."""
+from erp.config import base_config
+
+
+def get_config(arg=None):
+  c = base_config()
+  c.data.name = 'cifar10'
+  c.model.name = 'resnet20'
+  c.model.width = int(arg or 1)
+  c.train.batch_size = 128
+  c.train.num_epochs = 200
+  c.train.augment = True
+  c.optim.name = 'sgd'
+  c.optim.lr = 0.1
+  c.optim.weight_decay = 5e-4
+  c.lock()
+  return c

@@ -1,0 +1,90 @@
+"""Range coding of integer arrays with stored integer probability tables.
+
+A table covers the integers [lo, lo + len(counts) - 2] plus one escape symbol
+(the last entry) for values outside it; escaped values are stored raw by the
+container. Counts are positive integers summing to 2**precision. The coder
+(constriction's RangeEncoder/Decoder with a Categorical model) sees only these
+integers, converted to float64 exactly, so encoding and decoding use the same
+model on any machine.
+"""
+import constriction
+import numpy as np
+
+from erp.errors import ErpError
+
+
+def quantize_pmf(pmf, precision):
+  """Float probabilities [n] (escape last) -> int counts [n], each >= 1, sum 2**precision."""
+  pmf = np.asarray(pmf, np.float64)
+  if pmf.ndim != 1 or len(pmf) < 1 or not np.all(np.isfinite(pmf)) or np.any(pmf < 0):
+    raise ValueError('pmf must be a non-empty 1-D array of finite non-negative values')
+  total = 1 << precision
+  if len(pmf) > total:
+    raise ValueError(f'{len(pmf)} symbols do not fit a {precision}-bit table')
+  pmf = pmf / max(pmf.sum(), 1e-300)
+  counts = np.maximum(np.round(pmf * total).astype(np.int64), 1)
+  # Fix the sum by moving mass to/from the largest entries (least relative change).
+  excess = int(counts.sum()) - total
+  order = np.argsort(-counts, kind='stable')
+  i = 0
+  while excess != 0:
+    j = order[i % len(order)]
+    change = min(excess, counts[j] - 1) if excess > 0 else excess
+    counts[j] -= change
+    excess -= change
+    i += 1
+  return counts
+
+
+def _model(counts):
+  return constriction.stream.model.Categorical(np.asarray(counts, np.float64), perfect=False)
+
+
+def to_indices(values, lo, num_symbols):
+  """Values -> symbol indices in [0, num_symbols); out-of-range -> escape (the last)."""
+  values = np.asarray(values, np.int64).ravel()
+  escape = num_symbols - 1
+  idx = values - lo
+  out_of_range = (idx < 0) | (idx >= escape)
+  idx = np.where(out_of_range, escape, idx)
+  return idx.astype(np.int32), values[out_of_range]
+
+
+def encode(values, lo, counts):
+  """(stream bytes, escaped values int64 [k]) for int values of any shape."""
+  counts = np.asarray(counts)
+  idx, escaped = to_indices(values, lo, len(counts))
+  encoder = constriction.stream.queue.RangeEncoder()
+  if idx.size:
+    encoder.encode(idx, _model(counts))
+  words = encoder.get_compressed().astype('>u4').tobytes()
+  return words.rstrip(b'\0'), escaped
+
+
+def decode(stream, num_values, lo, counts, escaped):
+  """Inverse of encode: int64 [num_values]."""
+  counts = np.asarray(counts)
+  padded = stream + b'\0' * (-len(stream) % 4)
+  words = np.frombuffer(padded, '>u4').astype(np.uint32)
+  if num_values == 0:
+    return np.zeros((0,), np.int64)
+  try:
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    idx = np.asarray(decoder.decode(_model(counts), num_values), np.int64)
+  except Exception as e:  # constriction reports a malformed stream in its own terms.
+    raise ErpError(f'corrupt range-coded stream: {e}') from None
+  escape = len(counts) - 1
+  is_escape = idx == escape
+  if int(is_escape.sum()) != len(escaped):
+    raise ErpError(f'stream has {int(is_escape.sum())} escapes but the file stores '
+                   f'{len(escaped)} escaped values')
+  values = idx + lo
+  values[is_escape] = escaped
+  return values
+
+
+def ideal_bits(values, lo, counts):
+  """Sum of -log2 p(value) under the integer table (escapes at the escape symbol's cost)."""
+  counts = np.asarray(counts, np.float64)
+  idx, _ = to_indices(values, lo, len(counts))
+  return float(-np.log2(counts[idx] / counts.sum()).sum())

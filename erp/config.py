@@ -1,0 +1,102 @@
+"""The base config every experiment file starts from; all fields have defaults.
+
+An experiment file in configs/ defines `get_config(arg=None)` that calls
+`base_config()`, sets what differs and returns it locked, so an unknown key in
+`--config.x=y` is an error.
+"""
+import hashlib
+import json
+
+import ml_collections
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.init_from = ''  # A float run's workdir or checkpoint to start from; empty: random init.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'mnist'
+  c.data.dir = ''  # Empty: the environment variable ERP_DATA_DIR, else tfds.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'lenet300'
+  c.model.width = 1  # Channel multiplier, CIFAR ResNets only (ResNet-20-4: 4).
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128
+  c.train.num_epochs = 20
+  c.train.eval_every_epochs = 1
+  c.train.log_every_steps = 200
+  c.train.checkpoint_every_epochs = 1
+  c.train.augment = False  # CIFAR pad-crop + flip.
+  c.train.export = True  # Write model.erp at the end of training.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'  # 'adam' or 'sgd' (Nesterov momentum).
+  c.optim.lr = 1e-3  # Learning rate of uncompressed (float) parameters.
+  c.optim.schedule = 'cosine'  # 'cosine' or 'constant'.
+  c.optim.warmup_epochs = 0.0
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 0.0  # Decoupled, float parameters only.
+
+  # Entropy Penalized Reparameterization.
+  c.rd = ml_collections.ConfigDict()
+  c.rd.enabled = False
+  c.rd.lmbda = 0.0  # loss = cross-entropy [nats/example] + lmbda * bits / num_train.
+  c.rd.latent_lr = 0.05  # In integer latent steps (Adam's step size is lr-sized).
+  c.rd.decoder_lr = 1e-3
+  c.rd.prior_lr = 1e-3
+  c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
+  c.rd.float_pattern = 'BatchNorm'  # Regex on param paths left uncompressed.
+  c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
+  c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
+  c.rd.prior_filters = (3, 3, 3)
+  c.rd.prior_samples = 16384  # Elements per group for the priors' gradient; 0: all.
+  c.rd.prior_init_scale = 10.0
+
+  c.export = ml_collections.ConfigDict()
+  c.export.table_precision = 12  # Bits of the stored integer probability tables.
+  c.export.float_dtype = 'float32'  # Precision of uncompressed leaves in the file.
+  return c
+
+
+def to_json(config):
+  return json.dumps(config.to_dict(), sort_keys=True, default=list)
+
+
+def config_hash(config):
+  return hashlib.sha256(to_json(config).encode()).hexdigest()[:16]
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def diff_from_base(config):
+  """{dotted.key: value} of the fields where config differs from base_config()."""
+  base = _flatten(base_config().to_dict())
+  return {k: v for k, v in _flatten(config.to_dict()).items() if base.get(k, object()) != v}
+
+
+def from_diff(diff):
+  """base_config() with a diff_from_base applied: the resolved config of a file."""
+  from erp.errors import ErpError
+  config = base_config()
+  for key, value in diff.items():
+    *parents, leaf = key.split('.')
+    node = config
+    try:
+      for p in parents:
+        node = node[p]
+      old = node[leaf]
+    except (KeyError, TypeError):
+      raise ErpError(f'unknown config key {key!r} in the file') from None
+    node[leaf] = tuple(value) if isinstance(old, tuple) else value
+  return config

@@ -1,0 +1,155 @@
+"""The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
+
+Layout (all integers unsigned LEB128 varints unless said otherwise):
+
+    magic b'\\x89ERP'  version:u8
+    section*           kind:u8  length  payload[length]  crc32(payload):u32le
+    crc32 of every byte before it:u32le
+
+Section kinds: HEADER (zlib-compressed JSON: model, dataset, method, config,
+and the list of leaves with their kind, shape and collection), then one
+section per leaf in header order: GROUP (a range-coded latent tensor with its
+decoder params and integer table) or FLOAT (raw little-endian floats).
+"""
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from erp.errors import ErpError
+
+MAGIC = b'\x89ERP'
+VERSION = 1
+HEADER, GROUP, FLOAT = 1, 2, 3
+_KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
+FLOAT_DTYPES = {'float32': '<f4', 'float16': '<f2'}
+
+
+class Writer:
+  """Appends varints, zigzag ints, float32 arrays and length-prefixed bytes."""
+
+  def __init__(self):
+    self.buf = bytearray()
+
+  def varint(self, n):
+    n = int(n)
+    if n < 0:
+      raise ValueError('varint must be non-negative')
+    while True:
+      byte, n = n & 0x7F, n >> 7
+      self.buf.append(byte | (0x80 if n else 0))
+      if not n:
+        return self
+
+  def sint(self, n):
+    n = int(n)
+    return self.varint(2 * n if n >= 0 else -2 * n - 1)
+
+  def raw(self, b):
+    self.buf += b
+    return self
+
+  def blob(self, b):
+    return self.varint(len(b)).raw(b)
+
+  def f32(self, array):
+    return self.raw(np.asarray(array, '<f4').tobytes())
+
+  def getvalue(self):
+    return bytes(self.buf)
+
+
+class Reader:
+  """Reads what Writer wrote; any overrun or malformed value raises ErpError."""
+
+  def __init__(self, data, what):
+    self.data, self.pos, self.what = data, 0, what
+
+  def _need(self, n):
+    if n < 0 or self.pos + n > len(self.data):
+      raise ErpError(f'{self.what}: truncated (needs {n} bytes at offset {self.pos}, '
+                     f'has {len(self.data) - self.pos})')
+
+  def varint(self, limit=1 << 40):
+    n, shift = 0, 0
+    while True:
+      self._need(1)
+      byte = self.data[self.pos]
+      self.pos += 1
+      n |= (byte & 0x7F) << shift
+      shift += 7
+      if not byte & 0x80:
+        break
+      if shift > 63:
+        raise ErpError(f'{self.what}: malformed varint at offset {self.pos}')
+    if n > limit:
+      raise ErpError(f'{self.what}: value {n} exceeds limit {limit} at offset {self.pos}')
+    return n
+
+  def sint(self, limit=1 << 40):
+    n = self.varint(2 * limit + 1)
+    return n >> 1 if not n & 1 else -((n + 1) >> 1)
+
+  def raw(self, n):
+    self._need(n)
+    out = self.data[self.pos:self.pos + n]
+    self.pos += n
+    return out
+
+  def blob(self):
+    return self.raw(self.varint(len(self.data)))
+
+  def f32(self, count):
+    return np.frombuffer(self.raw(4 * count), '<f4').copy()
+
+  def done(self):
+    if self.pos != len(self.data):
+      raise ErpError(f'{self.what}: {len(self.data) - self.pos} unexpected trailing bytes')
+
+
+def write(header, sections):
+  """bytes of a file: header dict + [(kind, payload bytes)] in header order."""
+  w = Writer().raw(MAGIC).raw(bytes([VERSION]))
+  body = [(HEADER, zlib.compress(json.dumps(header, separators=(',', ':'),
+                                            sort_keys=True).encode(), 9))] + list(sections)
+  for kind, payload in body:
+    w.raw(bytes([kind])).blob(payload).raw(struct.pack('<I', zlib.crc32(payload)))
+  data = w.getvalue()
+  return data + struct.pack('<I', zlib.crc32(data))
+
+
+def read(data):
+  """(header dict, [(kind, payload bytes)]) of a file's bytes, all checks passed."""
+  if not isinstance(data, (bytes, bytearray)):
+    raise ErpError('expected the bytes of an .erp file')
+  data = bytes(data)
+  if len(data) < len(MAGIC) + 1 + 4 or data[:len(MAGIC)] != MAGIC:
+    raise ErpError('not an erp model file (bad magic bytes)')
+  version = data[len(MAGIC)]
+  if version != VERSION:
+    raise ErpError(f'unsupported erp file format version {version} (this erp reads {VERSION})')
+  (stored_crc,) = struct.unpack('<I', data[-4:])
+  if zlib.crc32(data[:-4]) != stored_crc:
+    raise ErpError('file checksum mismatch: the file is truncated or corrupted')
+  r = Reader(data[:-4], 'erp file')
+  r.raw(len(MAGIC) + 1)
+  sections = []
+  while r.pos < len(r.data):
+    kind = r.raw(1)[0]
+    if kind not in _KIND_NAMES:
+      raise ErpError(f'unknown section kind {kind} at offset {r.pos - 1}')
+    payload = r.blob()
+    (crc,) = struct.unpack('<I', r.raw(4))
+    if zlib.crc32(payload) != crc:
+      raise ErpError(f'{_KIND_NAMES[kind]} section {len(sections)} checksum mismatch')
+    sections.append((kind, payload))
+  if not sections or sections[0][0] != HEADER:
+    raise ErpError('file has no header section')
+  try:
+    header = json.loads(zlib.decompress(sections[0][1]).decode())
+  except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ErpError(f'malformed header: {e}') from None
+  if not isinstance(header, dict):
+    raise ErpError('malformed header: not a JSON object')
+  return header, sections[1:]

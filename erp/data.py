@@ -1,0 +1,187 @@
+"""Datasets by name, read from their original distribution files.
+
+Source order: a local directory holding one subfolder per dataset with the
+publisher's original files (`config.data.dir`, else the environment variable
+`ERP_DATA_DIR`), else tensorflow-datasets (which downloads when online).
+
+Images come back as uint8 `[n, height, width, channels]`, labels as int32 `[n]`;
+normalization and augmentation happen on the accelerator (`preprocess`).
+"""
+import dataclasses
+import gzip
+import os
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from erp.errors import ErpError
+
+ENV_VAR = 'ERP_DATA_DIR'
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  image_shape: tuple  # (height, width, channels)
+  num_classes: int
+  mean: tuple  # per channel, in [0, 1] pixel units
+  std: tuple
+  tfds_name: str
+
+
+DATASETS = {
+    'mnist': DatasetInfo('mnist', (28, 28, 1), 10, (0.1307,), (0.3081,), 'mnist'),
+    'fashion_mnist': DatasetInfo('fashion_mnist', (28, 28, 1), 10, (0.2860,),
+                                 (0.3530,), 'fashion_mnist'),
+    'cifar10': DatasetInfo('cifar10', (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), 'cifar10'),
+}
+
+_IDX_FILES = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
+_CIFAR_BIN_FILES = {
+    'train': [f'data_batch_{i}.bin' for i in range(1, 6)],
+    'test': ['test_batch.bin'],
+}
+_CIFAR_RECORD_BYTES = 1 + 32 * 32 * 3
+
+
+def info(name):
+  if name not in DATASETS:
+    raise ErpError(f'unknown dataset {name!r}; known: {sorted(DATASETS)}')
+  return DATASETS[name]
+
+
+def resolve_data_dir(data_dir=None):
+  """The configured directory, else $ERP_DATA_DIR, else None."""
+  return data_dir or os.environ.get(ENV_VAR) or None
+
+
+def load(name, split, data_dir=None, allow_tfds=True):
+  """Returns (images uint8 [n, h, w, c], labels int32 [n]) of one split."""
+  ds = info(name)
+  if split not in ('train', 'test'):
+    raise ErpError(f'unknown split {split!r}; use "train" or "test"')
+  root = resolve_data_dir(data_dir)
+  looked = []
+  if root is not None:
+    folder = os.path.join(root, name)
+    looked.append(folder)
+    if os.path.isdir(folder):
+      reader = _read_cifar10 if name == 'cifar10' else _read_idx_split
+      return reader(folder, split)
+  if allow_tfds:
+    try:
+      return _load_tfds(ds, split)
+    except Exception as e:  # tfds has many failure modes offline; report them as one.
+      looked.append(f'tensorflow-datasets ({type(e).__name__}: {str(e)[:200]})')
+  raise ErpError(
+      f'dataset {name!r} not found; looked in: {"; ".join(looked) or "nothing"}. '
+      f'Put the original files in <dir>/{name}/ and set --config.data.dir=<dir> '
+      f'or the environment variable {ENV_VAR}=<dir>.')
+
+
+def _open_maybe_gz(folder, base):
+  for fname, opener in ((base, open), (base + '.gz', gzip.open)):
+    path = os.path.join(folder, fname)
+    if os.path.exists(path):
+      return opener(path, 'rb'), path
+  raise ErpError(f'missing file {base}[.gz] in {folder}')
+
+
+def _read_idx(folder, base, expected_magic):
+  f, path = _open_maybe_gz(folder, base)
+  with f:
+    data = f.read()
+  if len(data) < 8:
+    raise ErpError(f'{path}: truncated IDX header')
+  magic = int.from_bytes(data[:4], 'big')
+  if magic != expected_magic:
+    raise ErpError(f'{path}: IDX magic {magic}, expected {expected_magic}')
+  ndim = data[3]
+  dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
+  offset = 4 + 4 * ndim
+  size = int(np.prod(dims))
+  if len(data) - offset != size:
+    raise ErpError(f'{path}: expected {size} bytes of data for shape {dims}, '
+                   f'found {len(data) - offset}')
+  return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def _read_idx_split(folder, split):
+  image_base, label_base = _IDX_FILES[split]
+  images = _read_idx(folder, image_base, 2051)
+  labels = _read_idx(folder, label_base, 2049).astype(np.int32)
+  if len(images) != len(labels):
+    raise ErpError(f'{folder}: {len(images)} images but {len(labels)} labels')
+  return images[..., None], labels
+
+
+def _read_cifar10(folder, split):
+  """The CIFAR-10 binary version: records of 1 label byte + 3072 CHW pixel bytes."""
+  names = _CIFAR_BIN_FILES[split]
+  blobs = {}
+  archive = os.path.join(folder, 'cifar-10-binary.tar.gz')
+  extracted = os.path.join(folder, 'cifar-10-batches-bin')
+  if os.path.isdir(extracted):
+    for n in names:
+      path = os.path.join(extracted, n)
+      if not os.path.exists(path):
+        raise ErpError(f'missing file {path}')
+      with open(path, 'rb') as f:
+        blobs[n] = f.read()
+  elif os.path.exists(archive):
+    with tarfile.open(archive, 'r:gz') as tar:
+      for n in names:
+        try:
+          blobs[n] = tar.extractfile(f'cifar-10-batches-bin/{n}').read()
+        except KeyError:
+          raise ErpError(f'{archive} has no cifar-10-batches-bin/{n}') from None
+  else:
+    raise ErpError(f'{folder}: expected cifar-10-batches-bin/ or '
+                   'cifar-10-binary.tar.gz (the binary version of CIFAR-10)')
+  records = []
+  for n in names:
+    if len(blobs[n]) % _CIFAR_RECORD_BYTES:
+      raise ErpError(f'{n}: size {len(blobs[n])} is not a multiple of '
+                     f'{_CIFAR_RECORD_BYTES}-byte records')
+    records.append(np.frombuffer(blobs[n], np.uint8).reshape(-1, _CIFAR_RECORD_BYTES))
+  records = np.concatenate(records)
+  labels = records[:, 0].astype(np.int32)
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels
+
+
+def _load_tfds(ds, split):
+  import tensorflow_datasets as tfds  # Heavy; only when no local files exist.
+  data = tfds.as_numpy(tfds.load(ds.tfds_name, split=split, batch_size=-1))
+  return data['image'].astype(np.uint8), data['label'].astype(np.int32)
+
+
+def preprocess(images, ds, rng=None, augment=False):
+  """uint8 [b, h, w, c] -> normalized float32; CIFAR pad-4-crop + flip if augment."""
+  x = images.astype(jnp.float32) / 255.0
+  x = (x - jnp.asarray(ds.mean)) / jnp.asarray(ds.std)
+  if augment:
+    x = _pad_crop_flip(rng, x)
+  return x
+
+
+def _pad_crop_flip(rng, x, pad=4):
+  b, h, w, _ = x.shape
+  k_crop, k_flip = jax.random.split(rng)
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * pad + 1)
+  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+  x = jax.vmap(crop)(padded, offsets)
+  flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
+  return jnp.where(flip, x[:, :, ::-1], x)
+
+
+def epoch_permutation(seed, epoch, n):
+  """Deterministic shuffle: the same (seed, epoch) gives the same order anywhere."""
+  return np.random.default_rng([seed, epoch]).permutation(n)

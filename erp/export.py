@@ -1,0 +1,175 @@
+"""Exporter: a trained EPR state -> one range-coded .erp file.
+
+python -m erp.export --workdir DIR [--out FILE]   (also run at the end of erp.train)
+
+Each group's latents are rounded and range-coded with an integer table built
+once from its learned prior: the prior's mass at each integer in the range the
+latents use (clipped to the prior's central support), plus an escape symbol.
+"""
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+import erp
+from erp import coding
+from erp import config as config_lib
+from erp import container
+from erp import priors
+from erp.errors import ErpError
+
+FILE_NAME = 'model.erp'
+
+
+
+def table_for(prior_params, values, precision):
+  """(lo, counts) of one group: prior mass on [lo, hi] from the data's range, + escape."""
+  tail = 2.0**-(precision + 2)  # Mass below one table count's resolution.
+  q_lo = np.floor(priors.quantile(prior_params, tail))
+  q_hi = np.ceil(priors.quantile(prior_params, 1 - tail))
+  lo = int(max(values.min(), q_lo)) if values.size else 0
+  hi = int(min(values.max(), q_hi)) if values.size else 0
+  if hi < lo:  # Every value lies in the prior's tail: a table of one symbol.
+    lo = hi = int(np.round(np.median(values)))
+  support = np.arange(lo, hi + 1, dtype=np.float32)
+  pmf = np.asarray(priors.probability_mass(prior_params, jnp.asarray(support)), np.float64)
+  escape = max(1.0 - pmf.sum(), 0.0)
+  return lo, coding.quantize_pmf(np.append(pmf, escape), precision)
+
+
+def group_payload(kind, latent, decoder, prior_params, precision):
+  """(payload bytes, stats) of one compressed group."""
+  values = np.asarray(jnp.round(latent), np.int64).ravel()
+  lo, counts = table_for(prior_params, values, precision)
+  stream, escaped = coding.encode(values, lo, counts)
+  w = container.Writer()
+  w.f32(np.ravel(decoder['log_step'])).f32([decoder['shift']])
+  w.sint(lo).varint(len(counts))
+  for c in counts:
+    w.varint(c)
+  w.varint(len(escaped))
+  for v in escaped:
+    w.sint(v)
+  w.blob(stream)
+  payload = w.getvalue()
+  stats = {
+      'coded_bits': 8 * len(stream),
+      'ideal_bits': coding.ideal_bits(values, lo, counts),
+      'payload_bytes': len(payload),
+      'table_size': len(counts),
+      'escapes': len(escaped),
+      'zero_fraction': float((values == 0).mean()) if values.size else 0.0,
+  }
+  return payload, stats
+
+
+def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
+  """(file bytes, per-group stats) of a trained state."""
+  precision = config.export.table_precision
+  dtype = container.FLOAT_DTYPES[config.export.float_dtype]
+  leaves, sections, stats = [], [], {}
+  for path in sorted(kinds):
+    kind = kinds[path]
+    if kind == 'float':
+      value = np.asarray(trainable['floats'][path])
+      sections.append((container.FLOAT, value.astype(dtype).tobytes()))
+    else:
+      value = trainable['latents'][path]
+      payload, stats[path] = group_payload(kind, value, trainable['decoders'][path],
+                                           trainable['priors'][path], precision)
+      if est_group_bits is not None:
+        stats[path]['est_bits'] = est_group_bits[path]
+      sections.append((container.GROUP, payload))
+    leaves.append({'path': path, 'collection': 'params', 'kind': kind,
+                   'shape': list(value.shape)})
+  for path, value in sorted(traverse_util.flatten_dict(batch_stats, sep='/').items()):
+    value = np.asarray(value)
+    sections.append((container.FLOAT, value.astype(dtype).tobytes()))
+    leaves.append({'path': path, 'collection': 'batch_stats', 'kind': 'float',
+                   'shape': list(value.shape)})
+  header = {
+      'method': 'epr',
+      'model': config.model.name,
+      'width': config.model.width,
+      'dataset': config.data.name,
+      'float_dtype': config.export.float_dtype,
+      'erp_version': erp.__version__,
+      'config': config_lib.diff_from_base(config),  # Compact: only non-default fields.
+      'leaves': leaves,
+      'est_bits': {p: round(s['est_bits']) for p, s in stats.items() if 'est_bits' in s},
+  }
+  return container.write(header, sections), stats
+
+
+def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, predict):
+  """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file."""
+  from erp import evaluate, loader, train  # Deferred: they import this module's users.
+  est = train.rate_summary(kinds, state.trainable, config.export.float_dtype)['group_bits']
+  data, stats = build_file(config, kinds, state.trainable, state.batch_stats, est)
+  path = os.path.join(workdir, FILE_NAME)
+  with open(path, 'wb') as f:
+    f.write(data)
+  t0 = time.time()
+  _, variables, _ = loader.load(path)
+  decode_s = time.time() - t0
+  expected = train.eval_variables(kinds, state)
+  exact = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(expected), jax.tree.leaves(variables)))
+  if not exact:
+    raise AssertionError('decoded params differ from the in-memory rounded params')
+  error = evaluate.test_error(predict, variables, test_x, test_y)
+  num_bytes = os.path.getsize(path)
+  est_bits = sum(est.values())
+  print(f'exported {path}: {num_bytes} bytes ({num_bytes / 1000:.2f} KB), '
+        f'test error from file {error:.2f}%', flush=True)
+  return {
+      'path': path,
+      'num_bytes': num_bytes,
+      'error_pct': error,
+      'bit_exact': exact,
+      'decode_s': decode_s,
+      'est_latent_bits': est_bits,
+      'coded_latent_bits': sum(s['coded_bits'] for s in stats.values()),
+      'groups': stats,
+  }
+
+
+def _load_workdir(workdir):
+  """(config, model, ds, kinds, state-like) rebuilt from a training workdir."""
+  from erp import train
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  model, ds, kinds, trainable, batch_stats = train.setup(config)
+  ckpt = os.path.join(workdir, train.CHECKPOINT)
+  if not os.path.exists(ckpt):
+    raise ErpError(f'no checkpoint in {workdir}')
+  with open(ckpt, 'rb') as f:
+    raw = flax.serialization.msgpack_restore(f.read())
+  trainable = flax.serialization.from_state_dict(trainable, raw['trainable'])
+  batch_stats = flax.serialization.from_state_dict(batch_stats, raw.get('batch_stats', {}))
+  return config, kinds, trainable, batch_stats
+
+
+def main(argv):
+  del argv
+  config, kinds, trainable, batch_stats = _load_workdir(flags.FLAGS.workdir)
+  data, stats = build_file(config, kinds, trainable, batch_stats)
+  out = flags.FLAGS.out or os.path.join(flags.FLAGS.workdir, FILE_NAME)
+  with open(out, 'wb') as f:
+    f.write(data)
+  print(f'{out}: {len(data)} bytes, {len(stats)} coded groups')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoint).')
+  flags.DEFINE_string('out', None, 'Output file; default WORKDIR/model.erp.')
+  flags.mark_flag_as_required('workdir')
+  app.run(main)

@@ -1,0 +1,129 @@
+"""Parameter groups: integer latents and the decoders that map them to weights.
+
+EPR (Oktay et al. 2020, sec. 2.1) replaces each compressible parameter tensor
+theta by a latent phi and a decoder f: theta = f(round(phi)). Decoders:
+
+* ``affine`` (dense kernels, biases): theta = step * round(phi) + shift, with a
+  learned scalar log step and shift per group.
+* ``dft`` (conv kernels [h, w, in, out]): the latent is the kernel's
+  orthonormal real DFT over its spatial dims; theta = IRDFT(step_f * round(phi))
+  + shift, with a learned log step per spatial frequency ([h, w, 1, 1]), so high
+  frequencies can be coded more coarsely (the paper's frequency-domain decoder).
+* ``float``: left uncompressed, stored at its precision and counted in the size.
+
+Groups are keyed by the '/'-joined path of the leaf in the Flax params tree.
+Rounding uses the straight-through estimator (identity gradient).
+"""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from erp.errors import ErpError
+
+DECODERS = ('affine', 'dft', 'float')
+
+
+def round_ste(x):
+  """round(x) forward, identity backward (straight-through estimator)."""
+  return x + jax.lax.stop_gradient(jnp.round(x) - x)
+
+
+def real_dft_matrix(n):
+  """Orthonormal real DFT basis [n, n]: rows DC, (cos, sin) pairs, Nyquist if n even.
+
+  coefficients = B @ x and x = B.T @ coefficients, so the transform is exactly
+  invertible and preserves the number of values (n real numbers in, n out).
+  """
+  t = np.arange(n)
+  rows = [np.full(n, 1.0 / np.sqrt(n))]
+  for k in range(1, (n - 1) // 2 + 1):
+    rows.append(np.sqrt(2.0 / n) * np.cos(2 * np.pi * k * t / n))
+    rows.append(np.sqrt(2.0 / n) * np.sin(2 * np.pi * k * t / n))
+  if n % 2 == 0:
+    rows.append((-1.0)**t / np.sqrt(n))
+  return np.stack(rows).astype(np.float32)
+
+
+def rdft2(kernel):
+  """Spatial real DFT of a kernel [h, w, ...] -> coefficients [h, w, ...]."""
+  bh, bw = real_dft_matrix(kernel.shape[0]), real_dft_matrix(kernel.shape[1])
+  return jnp.einsum('ih,jw,hw...->ij...', bh, bw, kernel)
+
+
+def irdft2(coefficients):
+  """Inverse of rdft2."""
+  bh = real_dft_matrix(coefficients.shape[0])
+  bw = real_dft_matrix(coefficients.shape[1])
+  return jnp.einsum('ih,jw,ij...->hw...', bh, bw, coefficients)
+
+
+def choose_decoder(path, value, rd):
+  """The decoder of one leaf under the config's rules (see configs/common.py)."""
+  if not rd.enabled or re.search(rd.float_pattern, path):
+    return 'float'
+  if value.ndim == 4 and value.shape[0] * value.shape[1] > 1:
+    return rd.conv_decoder
+  if value.ndim in (1, 2, 4):
+    return 'affine'
+  return 'float'
+
+
+def init(params, rd):
+  """(decoders {path: kind}, trainable) from initial (or pretrained) float params.
+
+  trainable = {'latents': {path: phi}, 'decoders': {path: {...}}, 'floats': {path: theta}}.
+  Latents invert the decoder: phi = transform(theta - shift) / step, so that the
+  unrounded decode reproduces theta exactly.
+  """
+  flat = traverse_util.flatten_dict(params, sep='/')
+  kinds, latents, decoders, floats = {}, {}, {}, {}
+  for path, value in flat.items():
+    kind = choose_decoder(path, value, rd)
+    if kind not in DECODERS:
+      raise ErpError(f'unknown decoder {kind!r} for {path}; known: {DECODERS}')
+    kinds[path] = kind
+    value = jnp.asarray(value, jnp.float32)
+    if kind == 'float':
+      floats[path] = value
+      continue
+    # Initial step: a fraction of the tensor's spread, so latents start at a
+    # few integer levels; at least rd.min_init_step (biases start at zero).
+    spread = float(jnp.std(value)) if value.size > 1 else float(jnp.abs(value).max())
+    step = max(spread / rd.init_levels, rd.min_init_step)
+    if kind == 'dft':
+      log_step = jnp.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step),
+                          jnp.float32)
+      latents[path] = rdft2(value) / jnp.exp(log_step)
+    else:
+      log_step = jnp.asarray(np.log(step), jnp.float32)
+      latents[path] = value / jnp.exp(log_step)
+    decoders[path] = {'log_step': log_step, 'shift': jnp.zeros((), jnp.float32)}
+  return kinds, {'latents': latents, 'decoders': decoders, 'floats': floats}
+
+
+def decode_group(kind, latent, decoder):
+  """theta of one group from its (already rounded) latent."""
+  scaled = jnp.exp(decoder['log_step']) * latent
+  if kind == 'dft':
+    scaled = irdft2(scaled)
+  return scaled + decoder['shift']
+
+
+def decode(kinds, trainable, quantize=True):
+  """The Flax params tree; quantize=True rounds latents with the STE."""
+  flat = {}
+  for path, kind in kinds.items():
+    if kind == 'float':
+      flat[path] = trainable['floats'][path]
+    else:
+      latent = trainable['latents'][path]
+      latent = round_ste(latent) if quantize else latent
+      flat[path] = decode_group(kind, latent, trainable['decoders'][path])
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
+def num_params(tree):
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

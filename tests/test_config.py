@@ -1,0 +1,61 @@
+import os
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from conftest import REPO, load_config
+
+
+def _parse(args, config='mnist_lenet300.py'):
+  """Parse a command line as erp.train does (config_flags reads overrides from sys.argv)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'cfg', flag_values=fv, lock_config=True)
+  argv = ['prog', f'--config={os.path.join(REPO, "configs", config)}'] + args
+  saved, sys.argv = sys.argv, argv
+  try:
+    fv(argv)
+  finally:
+    sys.argv = saved
+  return fv.config
+
+
+def test_override_sets_nested_fields():
+  c = _parse(['--config.rd.lmbda=0.25', '--config.rd.enabled=True', '--config.train.num_epochs=3'])
+  assert c.rd.lmbda == 0.25 and c.rd.enabled is True and c.train.num_epochs == 3
+
+
+def test_config_file_argument_selects_dataset():
+  c = _parse([], config='mnist_lenet5.py:fashion_mnist')
+  assert c.data.name == 'fashion_mnist' and c.model.name == 'lenet5'
+
+
+def test_unknown_key_is_an_error():
+  with pytest.raises(AttributeError, match='no_such_field'):
+    _parse(['--config.rd.no_such_field=1'])
+
+
+def test_cli_reports_an_unknown_key_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'erp.train', '--config=configs/mnist_lenet300.py',
+       f'--workdir={tmp_path}', '--config.rd.no_such_field=1'],
+      cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "erp: error: unknown config key 'no_such_field'"), proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_wrong_type_is_an_error():
+  with pytest.raises(flags.IllegalFlagValueError):
+    _parse(['--config.train.num_epochs=many'])
+
+
+@pytest.mark.parametrize('name', ['mnist_lenet300', 'mnist_lenet5', 'cifar10_resnet20',
+                                  'cifar10_vgg16'])
+def test_every_config_is_locked(name):
+  c = load_config(name)
+  with pytest.raises(AttributeError):
+    c.not_a_field = 1

@@ -1,0 +1,119 @@
+"""The .erp format: bit-exact files, and every kind of bad input refused with ErpError."""
+import struct
+import subprocess
+import sys
+import zlib
+
+import jax
+import numpy as np
+import pytest
+
+import erp
+from erp import container
+from erp import export
+from erp import loader
+from erp import reparam
+from erp import train
+from conftest import REPO, load_config
+
+
+@pytest.fixture(scope='module', params=['lenet5', 'resnet20'])
+def model_file(request):
+  """(bytes, expected variables) of an untrained EPR model: DFT groups, batch stats."""
+  name = request.param
+  c = load_config('mnist_lenet5' if name == 'lenet5' else 'cifar10_resnet20')
+  c.unlock()
+  c.rd.enabled = True
+  model, ds, kinds, trainable, batch_stats = train.setup(c)
+  blob, _ = export.build_file(c, kinds, trainable, batch_stats)
+  expected = {'params': reparam.decode(kinds, trainable)}
+  if batch_stats:
+    expected['batch_stats'] = batch_stats
+  return blob, expected
+
+
+def test_file_decodes_bit_exactly(model_file):
+  blob, expected = model_file
+  _, variables, _ = loader.load_bytes(blob)
+  assert jax.tree.structure(variables) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _reseal(sections_blob):
+  """Recompute the whole-file checksum, so the parser itself meets the corruption."""
+  return sections_blob + struct.pack('<I', zlib.crc32(sections_blob))
+
+
+def test_fuzzed_files_raise_erp_error_only(model_file):
+  blob, _ = model_file
+  rng = np.random.default_rng(0)
+  for i in range(2000):
+    data = bytearray(blob)
+    mode = i % 4
+    if mode == 0:  # Truncate.
+      data = data[:rng.integers(0, len(data))]
+    elif mode == 1:  # Flip one bit.
+      pos = rng.integers(0, len(data))
+      data[pos] ^= 1 << rng.integers(0, 8)
+    elif mode == 2:  # Overwrite a run of bytes.
+      pos = rng.integers(0, len(data))
+      data[pos:pos + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+    else:  # Append junk.
+      data += rng.integers(0, 256, rng.integers(1, 50), dtype=np.uint8).tobytes()
+    if bytes(data) == blob:
+      continue
+    with pytest.raises(erp.ErpError):
+      loader.load_bytes(bytes(data))
+
+
+def test_corruption_behind_a_valid_checksum_never_raises_anything_else(model_file):
+  """With checksums recomputed, the parser must still only ever raise ErpError."""
+  blob, _ = model_file
+  rng = np.random.default_rng(1)
+  body = blob[:-4]
+  outcomes = {'error': 0, 'loaded': 0}
+  for _ in range(150):
+    data = bytearray(body)
+    pos = rng.integers(5, len(data))
+    data[pos] ^= 1 << rng.integers(0, 8)
+    try:
+      loader.load_bytes(_reseal(bytes(data)))
+      outcomes['loaded'] += 1
+    except erp.ErpError:
+      outcomes['error'] += 1
+  assert outcomes['error'] > 0  # Section checksums catch most of these.
+
+
+def test_specific_bad_inputs_have_named_errors(model_file, tmp_path):
+  blob, _ = model_file
+  with pytest.raises(erp.ErpError, match='bad magic'):
+    loader.load_bytes(b'PK\x03\x04' + blob[4:])
+  wrong_version = bytearray(blob)
+  wrong_version[4] = 99
+  with pytest.raises(erp.ErpError, match='version 99'):
+    loader.load_bytes(bytes(wrong_version))
+  with pytest.raises(erp.ErpError, match='checksum'):
+    loader.load_bytes(blob[:-10] + blob[-9:])
+  with pytest.raises(erp.ErpError, match='cannot read'):
+    erp.load(str(tmp_path / 'missing.erp'))
+
+
+def test_file_for_another_architecture_is_refused(model_file):
+  blob, _ = model_file
+  header, sections = container.read(blob)
+  header['model'] = 'lenet300' if header['model'] != 'lenet300' else 'lenet5'
+  with pytest.raises(erp.ErpError, match='does not match model'):
+    loader.load_bytes(container.write(header, sections))
+
+
+def test_cli_prints_one_line_and_fails_on_a_bad_file(tmp_path):
+  bad = tmp_path / 'bad.erp'
+  bad.write_bytes(b'\x89ERP\x01' + b'\0' * 20)
+  for module in ('erp.evaluate', 'erp.inspect'):
+    args = ['--model', str(bad)] if module == 'erp.evaluate' else [str(bad)]
+    proc = subprocess.run([sys.executable, '-m', module] + args, cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith('erp: error:'), proc.stderr
+    assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,101 @@
+import gzip
+import os
+import tarfile
+
+import jax
+import numpy as np
+import pytest
+
+from erp import data
+from erp.errors import ErpError
+
+
+@pytest.mark.parametrize('name,first_train,first_test', [
+    ('mnist', [5, 0, 4, 1, 9, 2, 1, 3, 1, 4], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]),
+    ('fashion_mnist', [9, 0, 0, 3, 0, 2, 7, 2, 5, 5], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]),
+])
+def test_idx_datasets_match_published_content(data_dir, name, first_train, first_test):
+  x, y = data.load(name, 'train', data_dir, allow_tfds=False)
+  assert x.shape == (60000, 28, 28, 1) and x.dtype == np.uint8
+  assert y.shape == (60000,) and y.min() == 0 and y.max() == 9
+  assert y[:10].tolist() == first_train
+  xt, yt = data.load(name, 'test', data_dir, allow_tfds=False)
+  assert xt.shape == (10000, 28, 28, 1)
+  assert yt[:10].tolist() == first_test
+  if name == 'mnist':
+    assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_missing_directory_names_where_it_looked(tmp_path):
+  with pytest.raises(ErpError, match=str(tmp_path / 'mnist')) as e:
+    data.load('mnist', 'train', str(tmp_path), allow_tfds=False)
+  assert 'ERP_DATA_DIR' in str(e.value)
+
+
+def test_unknown_dataset_and_split():
+  with pytest.raises(ErpError, match='unknown dataset'):
+    data.load('imagenet21k', 'train')
+  with pytest.raises(ErpError, match='unknown split'):
+    data.load('mnist', 'validation')
+
+
+def test_corrupt_idx_file_is_refused(tmp_path):
+  folder = tmp_path / 'mnist'
+  folder.mkdir()
+  with gzip.open(folder / 'train-images-idx3-ubyte.gz', 'wb') as f:
+    f.write((2051).to_bytes(4, 'big') + (2).to_bytes(4, 'big') + (28).to_bytes(4, 'big') * 2
+            + b'\0' * 100)  # Too few pixels for 2 images.
+  with pytest.raises(ErpError, match='expected 1568 bytes'):
+    data.load('mnist', 'train', str(tmp_path), allow_tfds=False)
+
+
+def _write_cifar_batches(folder, n_per_batch, rng):
+  folder.mkdir(parents=True)
+  expected = {}
+  for name in [f'data_batch_{i}.bin' for i in range(1, 6)] + ['test_batch.bin']:
+    labels = rng.integers(0, 10, n_per_batch, dtype=np.uint8)
+    pixels = rng.integers(0, 256, (n_per_batch, 3, 32, 32), dtype=np.uint8)
+    records = np.concatenate([labels[:, None], pixels.reshape(n_per_batch, -1)], axis=1)
+    (folder / name).write_bytes(records.tobytes())
+    expected[name] = (labels, pixels.transpose(0, 2, 3, 1))
+  return expected
+
+
+@pytest.mark.parametrize('packed', [False, True])
+def test_cifar10_binary_reader(tmp_path, packed):
+  rng = np.random.default_rng(0)
+  expected = _write_cifar_batches(tmp_path / 'src' / 'cifar-10-batches-bin', 7, rng)
+  root = tmp_path / 'root'
+  (root / 'cifar10').mkdir(parents=True)
+  if packed:
+    with tarfile.open(root / 'cifar10' / 'cifar-10-binary.tar.gz', 'w:gz') as tar:
+      tar.add(tmp_path / 'src' / 'cifar-10-batches-bin', arcname='cifar-10-batches-bin')
+  else:
+    os.rename(tmp_path / 'src' / 'cifar-10-batches-bin', root / 'cifar10' / 'cifar-10-batches-bin')
+  x, y = data.load('cifar10', 'train', str(root), allow_tfds=False)
+  assert x.shape == (35, 32, 32, 3) and y.shape == (35,)
+  np.testing.assert_array_equal(x[7:14], expected['data_batch_2.bin'][1])
+  np.testing.assert_array_equal(y[:7], expected['data_batch_1.bin'][0])
+  xt, yt = data.load('cifar10', 'test', str(root), allow_tfds=False)
+  np.testing.assert_array_equal(xt, expected['test_batch.bin'][1])
+
+
+def test_shuffle_is_deterministic_by_seed_and_epoch():
+  a = data.epoch_permutation(0, 3, 1000)
+  assert np.array_equal(a, data.epoch_permutation(0, 3, 1000))
+  assert not np.array_equal(a, data.epoch_permutation(0, 4, 1000))
+  assert not np.array_equal(a, data.epoch_permutation(1, 3, 1000))
+  assert sorted(a.tolist()) == list(range(1000))
+
+
+def test_preprocess_normalizes_and_augments():
+  ds = data.info('cifar10')
+  images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  plain = data.preprocess(images, ds)
+  assert plain.shape == (16, 32, 32, 3)
+  assert abs(float(plain.mean())) < 1.0
+  aug = data.preprocess(images, ds, jax.random.PRNGKey(0), augment=True)
+  assert aug.shape == plain.shape
+  assert not np.allclose(aug, plain)
+  # A crop of the padded image: every augmented row holds values of the original or padding.
+  assert np.isfinite(np.asarray(aug)).all()

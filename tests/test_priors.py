@@ -1,0 +1,54 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from erp import priors
+
+
+def _fit(samples, steps=1500, seed=0):
+  params = priors.init(jax.random.PRNGKey(seed))
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+  x = jnp.asarray(samples, jnp.float32)
+
+  @jax.jit
+  def step(params, opt_state, key):
+    loss_fn = lambda p: priors.group_bits({'g': x}, {'g': p}, key)['g'] / x.size
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  for i in range(steps):
+    params, opt_state, _ = step(params, opt_state, jax.random.PRNGKey(i))
+  return params
+
+
+def _entropy_bits(samples):
+  _, counts = np.unique(samples, return_counts=True)
+  p = counts / counts.sum()
+  return float(-(counts * np.log2(p)).sum())
+
+
+def test_probability_mass_sums_to_one_over_integers():
+  params = priors.init(jax.random.PRNGKey(0))
+  mass = priors.probability_mass(params, jnp.arange(-2000, 2001, dtype=jnp.float32))
+  np.testing.assert_allclose(float(mass.sum()), 1.0, atol=1e-4)
+  assert float(mass.min()) >= 0
+
+
+def test_fitted_prior_bits_within_2_percent_of_empirical_entropy():
+  rng = np.random.default_rng(0)
+  samples = np.round(rng.laplace(0.0, 3.0, 20000))  # Peaked, like trained latents.
+  params = _fit(samples)
+  bits = float(priors.group_bits({'g': jnp.asarray(samples)}, {'g': params})['g'])
+  entropy = _entropy_bits(samples)
+  assert abs(bits - entropy) / entropy < 0.02, (bits, entropy)
+
+
+def test_quantile_inverts_the_cumulative():
+  params = priors.init(jax.random.PRNGKey(3))
+  for q in (1e-4, 0.5, 0.999):
+    x = priors.quantile(params, q)
+    c = jax.nn.sigmoid(priors.logits_cumulative(params, jnp.float32(x)))
+    np.testing.assert_allclose(float(c), q, rtol=1e-3)

@@ -1,0 +1,70 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erp import models
+from erp import reparam
+from conftest import load_config
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 5, 7])
+def test_real_dft_matrix_is_orthonormal(n):
+  b = reparam.real_dft_matrix(n)
+  np.testing.assert_allclose(b @ b.T, np.eye(n), atol=1e-6)
+
+
+def test_dft_decoder_round_trip_on_random_kernels():
+  kernel = jax.random.normal(jax.random.PRNGKey(0), (5, 5, 3, 8))
+  coeffs = reparam.rdft2(kernel)
+  assert coeffs.shape == kernel.shape
+  np.testing.assert_allclose(reparam.irdft2(coeffs), kernel, atol=1e-5)
+  # Parseval: an orthonormal transform keeps the energy.
+  np.testing.assert_allclose(jnp.sum(coeffs**2), jnp.sum(kernel**2), rtol=1e-5)
+
+
+def test_straight_through_gradient_reaches_latents():
+  x = jnp.array([0.2, 1.7, -2.6])
+  np.testing.assert_array_equal(reparam.round_ste(x), [0.0, 2.0, -3.0])
+  grad = jax.grad(lambda v: jnp.sum(3.0 * reparam.round_ste(v)))(x)
+  np.testing.assert_array_equal(grad, [3.0, 3.0, 3.0])
+
+
+def _rd(conv_decoder='dft'):
+  c = load_config('mnist_lenet5')
+  c.unlock()
+  c.rd.enabled = True
+  c.rd.conv_decoder = conv_decoder
+  return c.rd
+
+
+@pytest.mark.parametrize('name,shape', [('lenet300', (28, 28, 1)), ('lenet5', (28, 28, 1)),
+                                        ('resnet20', (32, 32, 3)), ('vgg16', (32, 32, 3))])
+def test_reparameterized_models_decode_to_same_params_and_outputs(name, shape):
+  model = models.get_model(name, 10)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2,) + shape)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  kinds, trainable = reparam.init(variables['params'], _rd())
+  exact = reparam.decode(kinds, trainable, quantize=False)
+  assert jax.tree.structure(exact) == jax.tree.structure(variables['params'])
+  for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(variables['params'])):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  out = model.apply({**variables, 'params': exact}, x)
+  np.testing.assert_allclose(out, model.apply(variables, x), atol=1e-4)
+  # Rounded: the same shapes and outputs close to the float model's (a few levels per std).
+  rounded = reparam.decode(kinds, trainable)
+  out_q = model.apply({**variables, 'params': rounded}, x)
+  assert np.corrcoef(np.ravel(out_q), np.ravel(out))[0, 1] > 0.9
+  if name == 'lenet5':
+    assert kinds['Conv_0/kernel'] == 'dft' and kinds['Dense_0/bias'] == 'affine'
+  if name == 'resnet20':
+    assert all(kind == 'float' for path, kind in kinds.items() if 'BatchNorm' in path)
+
+
+def test_disabled_rd_keeps_every_leaf_float():
+  rd = _rd()
+  rd.enabled = False
+  params = models.get_model('lenet5', 10).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  kinds, trainable = reparam.init(params['params'], rd)
+  assert set(kinds.values()) == {'float'} and not trainable['latents']

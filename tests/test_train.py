@@ -1,0 +1,92 @@
+"""Short end-to-end runs on real MNIST: float training, EPR training, export, reload."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import erp
+from erp import train
+from conftest import load_config
+
+
+def _config(data_dir, model='lenet300', **rd):
+  c = load_config(f'mnist_{model}')
+  c.unlock()
+  c.data.dir = data_dir
+  c.train.num_epochs = 1
+  c.train.log_every_steps = 100
+  for k, v in rd.items():
+    setattr(c.rd, k, v)
+  return c
+
+
+def test_float_training_beats_chance_by_far_and_writes_results(tmp_path, data_dir):
+  result = train.train_and_evaluate(_config(data_dir), str(tmp_path))
+  assert result['test_error_pct'] < 6.0  # Chance is 90 %.
+  saved = json.loads((tmp_path / 'result.json').read_text())
+  assert saved['test_error_pct'] == result['test_error_pct']
+  assert saved['method'] == 'float' and saved['num_params'] == 266_610
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert any(json.loads(l)['split'] == 'test' for l in lines)
+  # Resuming after the last epoch restores the checkpoint instead of retraining.
+  again = train.train_and_evaluate(_config(data_dir), str(tmp_path))
+  assert again['test_error_pct'] == result['test_error_pct']
+  assert again['steps'] == result['steps']
+
+
+@pytest.fixture(scope='module')
+def epr_run(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp('epr')
+  config = _config(data_dir, enabled=True, lmbda=0.1)
+  return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+def test_epr_run_exports_a_file_that_decodes_to_the_trained_model(epr_run):
+  config, workdir, result = epr_run
+  export = result['export']
+  assert export['bit_exact']
+  assert export['error_pct'] == result['test_error_pct'] < 10.0
+  assert os.path.getsize(workdir / 'model.erp') == export['num_bytes']
+  # The file is far smaller than float32 and close to the training-time estimate.
+  assert export['num_bytes'] < result['float32_num_bytes'] / 8
+  ratio = export['coded_latent_bits'] / export['est_latent_bits']
+  assert 0.9 < ratio < 1.1, ratio
+
+
+def test_rate_term_decreases_during_training(epr_run):
+  _, workdir, _ = epr_run
+  bits = [json.loads(l)['bits'] for l in (workdir / 'metrics.jsonl').read_text().splitlines()
+          if json.loads(l)['split'] == 'train']
+  assert bits[-1] < 0.8 * bits[0], bits
+
+
+def test_loaded_params_equal_in_memory_params(epr_run):
+  config, workdir, _ = epr_run
+  from erp import export
+  _, kinds, trainable, batch_stats = export._load_workdir(str(workdir))
+  expected = train.eval_variables(kinds, train.TrainState(
+      step=0, trainable=trainable, batch_stats=batch_stats, opt_state=None, rng=None))
+  _, variables, loaded_config = erp.load(str(workdir / 'model.erp'))
+  assert loaded_config.rd.lmbda == config.rd.lmbda
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
+  float_dir = tmp_path / 'float'
+  c = _config(data_dir)
+  c.train.num_epochs = 1
+  train.train_and_evaluate(c, str(float_dir))
+  c = _config(data_dir, enabled=True)
+  c.init_from = str(float_dir)
+  model, ds, kinds, trainable, _ = train.setup(c)
+  from erp import reparam
+  params = reparam.decode(kinds, trainable, quantize=False)
+  raw = train._pretrained_variables(str(float_dir), {'params': params})
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(raw['params'])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  c.init_from = str(tmp_path / 'nowhere')
+  with pytest.raises(erp.ErpError, match='no checkpoint'):
+    train.setup(c)
