@@ -10,7 +10,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import flax
 import jax
@@ -30,6 +29,16 @@ FILE_NAME = 'model.erp'
 
 
 
+_probability_mass = jax.jit(priors.probability_mass)
+
+
+def _pmf_on(prior_params, lo, hi):
+  """Prior mass at lo..hi, evaluated on a power-of-two padded grid (few compilations)."""
+  n = hi - lo + 1
+  padded = lo + np.arange(1 << max(n - 1, 1).bit_length(), dtype=np.float32)
+  return np.asarray(_probability_mass(prior_params, jnp.asarray(padded)), np.float64)[:n]
+
+
 def table_for(prior_params, values, precision):
   """(lo, counts) of one group: prior mass on [lo, hi] from the data's range, + escape."""
   tail = 2.0**-(precision + 2)  # Mass below one table count's resolution.
@@ -39,8 +48,7 @@ def table_for(prior_params, values, precision):
   hi = int(min(values.max(), q_hi)) if values.size else 0
   if hi < lo:  # Every value lies in the prior's tail: a table of one symbol.
     lo = hi = int(np.round(np.median(values)))
-  support = np.arange(lo, hi + 1, dtype=np.float32)
-  pmf = np.asarray(priors.probability_mass(prior_params, jnp.asarray(support)), np.float64)
+  pmf = _pmf_on(prior_params, lo, hi)
   escape = max(1.0 - pmf.sum(), 0.0)
   return lo, coding.quantize_pmf(np.append(pmf, escape), precision)
 
@@ -51,7 +59,9 @@ def group_payload(kind, latent, decoder, prior_params, precision):
   lo, counts = table_for(prior_params, values, precision)
   stream, escaped = coding.encode(values, lo, counts)
   w = container.Writer()
-  w.f32(np.ravel(decoder['log_step'])).f32([decoder['shift']])
+  w.f32(np.ravel(decoder['log_step']))
+  if 'shift' in decoder:
+    w.f32([decoder['shift']])
   w.sint(lo).varint(len(counts))
   for c in counts:
     w.varint(c)
@@ -88,13 +98,11 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
       if est_group_bits is not None:
         stats[path]['est_bits'] = est_group_bits[path]
       sections.append((container.GROUP, payload))
-    leaves.append({'path': path, 'collection': 'params', 'kind': kind,
-                   'shape': list(value.shape)})
+    leaves.append(['params', kind, path, list(value.shape)])
   for path, value in sorted(traverse_util.flatten_dict(batch_stats, sep='/').items()):
     value = np.asarray(value)
     sections.append((container.FLOAT, value.astype(dtype).tobytes()))
-    leaves.append({'path': path, 'collection': 'batch_stats', 'kind': 'float',
-                   'shape': list(value.shape)})
+    leaves.append(['batch_stats', 'float', path, list(value.shape)])
   header = {
       'method': 'epr',
       'model': config.model.name,
@@ -103,8 +111,9 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
       'float_dtype': config.export.float_dtype,
       'erp_version': erp.__version__,
       'config': config_lib.diff_from_base(config),  # Compact: only non-default fields.
-      'leaves': leaves,
-      'est_bits': {p: round(s['est_bits']) for p, s in stats.items() if 'est_bits' in s},
+      'leaves': leaves,  # [collection, decoder kind, path, shape], in section order.
+      'est_bits': [round(stats[l[2]]['est_bits']) if 'est_bits' in stats.get(l[2], {})
+                   else None for l in leaves],
   }
   return container.write(header, sections), stats
 
@@ -142,10 +151,36 @@ def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, p
   }
 
 
+def reexport(workdir, out=None):
+  """Rebuilds a workdir's model.erp from its checkpoint, evaluates the file, updates result.json."""
+  from erp import evaluate
+  config, kinds, trainable, batch_stats = _load_workdir(workdir)
+  from erp import train
+  est = train.rate_summary(kinds, trainable, config.export.float_dtype)['group_bits']
+  blob, stats = build_file(config, kinds, trainable, batch_stats, est)
+  out = out or os.path.join(workdir, FILE_NAME)
+  with open(out, 'wb') as f:
+    f.write(blob)
+  record = evaluate.evaluate_file(out)
+  result_path = os.path.join(workdir, 'result.json')
+  if out == os.path.join(workdir, FILE_NAME) and os.path.exists(result_path):
+    with open(result_path) as f:
+      result = json.load(f)
+    result['export'].update(num_bytes=record['num_bytes'], error_pct=record['error_pct'],
+                            decode_s=record['decode_seconds'], groups=stats,
+                            coded_latent_bits=sum(s['coded_bits'] for s in stats.values()))
+    with open(result_path, 'w') as f:
+      json.dump(result, f, indent=1, sort_keys=True, default=list)
+  return record
+
+
 def _load_workdir(workdir):
   """(config, model, ds, kinds, state-like) rebuilt from a training workdir."""
   from erp import train
-  with open(os.path.join(workdir, 'config.json')) as f:
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise ErpError(f'{workdir} is not a training workdir (no config.json)')
+  with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   model, ds, kinds, trainable, batch_stats = train.setup(config)
   ckpt = os.path.join(workdir, train.CHECKPOINT)
@@ -160,16 +195,13 @@ def _load_workdir(workdir):
 
 def main(argv):
   del argv
-  config, kinds, trainable, batch_stats = _load_workdir(flags.FLAGS.workdir)
-  data, stats = build_file(config, kinds, trainable, batch_stats)
-  out = flags.FLAGS.out or os.path.join(flags.FLAGS.workdir, FILE_NAME)
-  with open(out, 'wb') as f:
-    f.write(data)
-  print(f'{out}: {len(data)} bytes, {len(stats)} coded groups')
+  record = reexport(flags.FLAGS.workdir, flags.FLAGS.out)
+  print(json.dumps(record))
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoint).')
   flags.DEFINE_string('out', None, 'Output file; default WORKDIR/model.erp.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  from erp import train
+  train.run_cli(main)

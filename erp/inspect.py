@@ -13,12 +13,13 @@ def group_rows(path):
     header, sections = container.read(f.read())
   loader.load(path)  # Full validation first: a bad file fails here with its reason.
   rows = []
-  for leaf, (_, payload) in zip(header['leaves'], sections):
+  leaves = loader.parse_leaves(header)
+  for leaf, est, (_, payload) in zip(leaves, header['est_bits'], sections):
     row = {'path': f'{leaf["collection"]}/{leaf["path"]}', 'shape': leaf['shape'],
            'decoder': leaf['kind'], 'section_bytes': len(payload)}
     if leaf['kind'] != 'float':
       values, _, stream = loader.read_group(payload, leaf)
-      row.update(coded_bits=8 * len(stream), est_bits=header['est_bits'].get(leaf['path']),
+      row.update(coded_bits=8 * len(stream), est_bits=est,
                  zero_fraction=float((values == 0).mean()))
     rows.append(row)
   return header, rows

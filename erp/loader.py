@@ -16,6 +16,20 @@ MAX_TABLE = 1 << 16
 MAX_VALUES = 1 << 31
 
 
+def parse_leaves(header):
+  """The header's leaf rows as dicts {collection, kind, path, shape}, checked."""
+  leaves = []
+  for row in header['leaves']:
+    collection, kind, path, shape = row
+    if not (isinstance(path, str) and isinstance(shape, list)
+            and all(isinstance(d, int) and 0 <= d < MAX_VALUES for d in shape)):
+      raise ErpError(f'malformed leaf entry {row!r}')
+    if int(np.prod(shape)) > MAX_VALUES:
+      raise ErpError(f'leaf {path}: shape {shape} is too large')
+    leaves.append({'collection': collection, 'kind': kind, 'path': path, 'shape': shape})
+  return leaves
+
+
 def read_group(payload, leaf, precision_limit=24):
   """(integer latents int64 [shape], decoder params, stream bytes) of one GROUP section."""
   shape = tuple(leaf['shape'])
@@ -23,7 +37,7 @@ def read_group(payload, leaf, precision_limit=24):
   r = container.Reader(payload, f'group {leaf["path"]}')
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if kind == 'dft' else ()
   log_step = r.f32(int(np.prod(step_shape))).reshape(step_shape)
-  shift = r.f32(1)[0]
+  shift = r.f32(1)[0] if reparam.has_shift(shape) else None
   lo = r.sint()
   num_symbols = r.varint(MAX_TABLE)
   counts = np.array([r.varint(1 << precision_limit) for _ in range(num_symbols)], np.int64)
@@ -37,7 +51,9 @@ def read_group(payload, leaf, precision_limit=24):
   stream = r.blob()
   r.done()
   values = coding.decode(stream, int(np.prod(shape)), lo, counts, escaped)
-  decoder = {'log_step': jnp.asarray(log_step), 'shift': jnp.asarray(shift)}
+  decoder = {'log_step': jnp.asarray(log_step)}
+  if reparam.has_shift(shape):
+    decoder['shift'] = jnp.asarray(shift)
   return values.reshape(shape), decoder, stream
 
 
@@ -56,13 +72,13 @@ def _float_leaf(payload, leaf, dtype):
   return jnp.asarray(np.frombuffer(payload, np_dtype).reshape(shape).astype(np.float32))
 
 
-def _check_leaves(header, model, ds):
+def _check_leaves(header, leaves, model, ds):
   """The file's leaves must be exactly the model's, with the same shapes."""
   dummy = jnp.zeros((1,) + ds.image_shape, jnp.float32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))
   expected = {(col, path): tuple(v.shape) for col in shapes
               for path, v in traverse_util.flatten_dict(shapes[col], sep='/').items()}
-  found = {(l['collection'], l['path']): tuple(l['shape']) for l in header['leaves']}
+  found = {(l['collection'], l['path']): tuple(l['shape']) for l in leaves}
   if expected != found:
     missing = sorted(set(expected) - set(found))[:3]
     extra = sorted(set(found) - set(expected))[:3]
@@ -78,11 +94,11 @@ def load_bytes(blob):
     ds = data.info(header['dataset'])
     kwargs = {'width': header['width']} if header['width'] != 1 else {}
     model = models.get_model(header['model'], ds.num_classes, **kwargs)
-    leaves = header['leaves']
+    leaves = parse_leaves(header)
     if len(leaves) != len(sections):
       raise ErpError(f'header lists {len(leaves)} leaves but the file has '
                      f'{len(sections)} sections')
-    _check_leaves(header, model, ds)
+    _check_leaves(header, leaves, model, ds)
     dtype = header['float_dtype']
     if dtype not in container.FLOAT_DTYPES:
       raise ErpError(f'unknown float dtype {dtype!r}')

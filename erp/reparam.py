@@ -3,12 +3,17 @@
 EPR (Oktay et al. 2020, sec. 2.1) replaces each compressible parameter tensor
 theta by a latent phi and a decoder f: theta = f(round(phi)). Decoders:
 
-* ``affine`` (dense kernels, biases): theta = step * round(phi) + shift, with a
-  learned scalar log step and shift per group.
+* ``affine`` (dense kernels, biases): theta = step * round(phi) (+ shift for
+  biases), with a learned scalar log step (and shift) per group.
 * ``dft`` (conv kernels [h, w, in, out]): the latent is the kernel's
-  orthonormal real DFT over its spatial dims; theta = IRDFT(step_f * round(phi))
-  + shift, with a learned log step per spatial frequency ([h, w, 1, 1]), so high
+  orthonormal real DFT over its spatial dims; theta = IRDFT(step_f * round(phi)),
+  with a learned log step per spatial frequency ([h, w, 1, 1]), so high
   frequencies can be coded more coarsely (the paper's frequency-domain decoder).
+
+Kernels get no shift: with one, the integer grid drifts off zero (measured: a
+LeNet-300-100 layer ended with weight 0 at latent 0.62, and the last layer's
+shift is a free direction since softmax ignores a constant added to all
+logits), so zero weights stop being the cheap zero latent and the rate stalls.
 * ``float``: left uncompressed, stored at its precision and counted in the size.
 
 Groups are keyed by the '/'-joined path of the leaf in the Flax params tree.
@@ -100,8 +105,15 @@ def init(params, rd):
     else:
       log_step = jnp.asarray(np.log(step), jnp.float32)
       latents[path] = value / jnp.exp(log_step)
-    decoders[path] = {'log_step': log_step, 'shift': jnp.zeros((), jnp.float32)}
+    decoders[path] = {'log_step': log_step}
+    if has_shift(value.shape):
+      decoders[path]['shift'] = jnp.zeros((), jnp.float32)
   return kinds, {'latents': latents, 'decoders': decoders, 'floats': floats}
+
+
+def has_shift(shape):
+  """Biases (rank 1) have a learned shift; kernels do not (see module docstring)."""
+  return len(shape) == 1
 
 
 def decode_group(kind, latent, decoder):
@@ -109,7 +121,7 @@ def decode_group(kind, latent, decoder):
   scaled = jnp.exp(decoder['log_step']) * latent
   if kind == 'dft':
     scaled = irdft2(scaled)
-  return scaled + decoder['shift']
+  return scaled + decoder['shift'] if 'shift' in decoder else scaled
 
 
 def decode(kinds, trainable, quantize=True):

@@ -325,7 +325,11 @@ def run_cli(main_fn):
   """
   started = []
   try:
-    app.run(lambda argv: (started.append(True), main_fn(argv)))
+    def wrapped(argv):
+      started.append(True)
+      main_fn(argv)
+
+    app.run(wrapped)
   except (AttributeError, KeyError) as e:
     if started:
       raise

@@ -24,7 +24,8 @@ def grid(sweeps):
     axes.append([(key, v) for v in values.split(',')])
   runs = []
   for combo in itertools.product(*axes):
-    name = '_'.join(f'{k.split(".")[-1]}{v}' for k, v in combo) or 'run'
+    name = '_'.join(f'{k.split(".")[-1]}{os.path.basename(v.rstrip("/"))}'
+                    for k, v in combo) or 'run'
     runs.append((name, [f'--config.{k}={v}' for k, v in combo]))
   return runs
 

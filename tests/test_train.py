@@ -39,7 +39,7 @@ def test_float_training_beats_chance_by_far_and_writes_results(tmp_path, data_di
 @pytest.fixture(scope='module')
 def epr_run(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp('epr')
-  config = _config(data_dir, enabled=True, lmbda=0.1)
+  config = _config(data_dir, enabled=True, lmbda=1.0)
   return config, workdir, train.train_and_evaluate(config, str(workdir))
 
 
