@@ -85,9 +85,10 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
   """(file bytes, per-group stats) of a trained state."""
   precision = config.export.table_precision
   dtype = container.FLOAT_DTYPES[config.export.float_dtype]
-  leaves, sections, stats = [], [], {}
+  leaves, sections, stats, est_bits = [], [], {}, []
   for path in sorted(kinds):
     kind = kinds[path]
+    est = None
     if kind == 'float':
       value = np.asarray(trainable['floats'][path])
       sections.append((container.FLOAT, value.astype(dtype).tobytes()))
@@ -96,13 +97,15 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
       payload, stats[path] = group_payload(kind, value, trainable['decoders'][path],
                                            trainable['priors'][path], precision)
       if est_group_bits is not None:
-        stats[path]['est_bits'] = est_group_bits[path]
+        est = stats[path]['est_bits'] = est_group_bits[path]
       sections.append((container.GROUP, payload))
     leaves.append(['params', kind, path, list(value.shape)])
+    est_bits.append(None if est is None else round(est))
   for path, value in sorted(traverse_util.flatten_dict(batch_stats, sep='/').items()):
     value = np.asarray(value)
     sections.append((container.FLOAT, value.astype(dtype).tobytes()))
     leaves.append(['batch_stats', 'float', path, list(value.shape)])
+    est_bits.append(None)
   header = {
       'method': 'epr',
       'model': config.model.name,
@@ -112,20 +115,26 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
       'erp_version': erp.__version__,
       'config': config_lib.diff_from_base(config),  # Compact: only non-default fields.
       'leaves': leaves,  # [collection, decoder kind, path, shape], in section order.
-      'est_bits': [round(stats[l[2]]['est_bits']) if 'est_bits' in stats.get(l[2], {})
-                   else None for l in leaves],
+      'est_bits': est_bits,  # Training-time estimate per leaf (None: not coded).
   }
   return container.write(header, sections), stats
+
+
+def write_file(path, config, kinds, trainable, batch_stats):
+  """Writes the .erp file of a state; returns (estimated bits per group, per-group stats)."""
+  from erp import train  # Deferred: train imports this module at the end of training.
+  est = train.rate_summary(kinds, trainable, config.export.float_dtype)['group_bits']
+  blob, stats = build_file(config, kinds, trainable, batch_stats, est)
+  with open(path, 'wb') as f:
+    f.write(blob)
+  return est, stats
 
 
 def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, predict):
   """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file."""
   from erp import evaluate, loader, train  # Deferred: they import this module's users.
-  est = train.rate_summary(kinds, state.trainable, config.export.float_dtype)['group_bits']
-  data, stats = build_file(config, kinds, state.trainable, state.batch_stats, est)
   path = os.path.join(workdir, FILE_NAME)
-  with open(path, 'wb') as f:
-    f.write(data)
+  est, stats = write_file(path, config, kinds, state.trainable, state.batch_stats)
   t0 = time.time()
   _, variables, _ = loader.load(path)
   decode_s = time.time() - t0
@@ -155,12 +164,8 @@ def reexport(workdir, out=None):
   """Rebuilds a workdir's model.erp from its checkpoint, evaluates the file, updates result.json."""
   from erp import evaluate
   config, kinds, trainable, batch_stats = _load_workdir(workdir)
-  from erp import train
-  est = train.rate_summary(kinds, trainable, config.export.float_dtype)['group_bits']
-  blob, stats = build_file(config, kinds, trainable, batch_stats, est)
   out = out or os.path.join(workdir, FILE_NAME)
-  with open(out, 'wb') as f:
-    f.write(blob)
+  _, stats = write_file(out, config, kinds, trainable, batch_stats)
   record = evaluate.evaluate_file(out)
   result_path = os.path.join(workdir, 'result.json')
   if out == os.path.join(workdir, FILE_NAME) and os.path.exists(result_path):

@@ -36,8 +36,9 @@ def read_group(payload, leaf, precision_limit=24):
   kind = leaf['kind']
   r = container.Reader(payload, f'group {leaf["path"]}')
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if kind == 'dft' else ()
-  log_step = r.f32(int(np.prod(step_shape))).reshape(step_shape)
-  shift = r.f32(1)[0] if reparam.has_shift(shape) else None
+  decoder = {'log_step': jnp.asarray(r.f32(int(np.prod(step_shape))).reshape(step_shape))}
+  if reparam.has_shift(shape):
+    decoder['shift'] = jnp.asarray(r.f32(1)[0])
   lo = r.sint()
   num_symbols = r.varint(MAX_TABLE)
   counts = np.array([r.varint(1 << precision_limit) for _ in range(num_symbols)], np.int64)
@@ -51,9 +52,6 @@ def read_group(payload, leaf, precision_limit=24):
   stream = r.blob()
   r.done()
   values = coding.decode(stream, int(np.prod(shape)), lo, counts, escaped)
-  decoder = {'log_step': jnp.asarray(log_step)}
-  if reparam.has_shift(shape):
-    decoder['shift'] = jnp.asarray(shift)
   return values.reshape(shape), decoder, stream
 
 

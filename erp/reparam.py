@@ -9,12 +9,12 @@ theta by a latent phi and a decoder f: theta = f(round(phi)). Decoders:
   orthonormal real DFT over its spatial dims; theta = IRDFT(step_f * round(phi)),
   with a learned log step per spatial frequency ([h, w, 1, 1]), so high
   frequencies can be coded more coarsely (the paper's frequency-domain decoder).
+* ``float``: left uncompressed, stored at its precision and counted in the size.
 
 Kernels get no shift: with one, the integer grid drifts off zero (measured: a
 LeNet-300-100 layer ended with weight 0 at latent 0.62, and the last layer's
 shift is a free direction since softmax ignores a constant added to all
 logits), so zero weights stop being the cheap zero latent and the rate stalls.
-* ``float``: left uncompressed, stored at its precision and counted in the size.
 
 Groups are keyed by the '/'-joined path of the leaf in the Flax params tree.
 Rounding uses the straight-through estimator (identity gradient).
