@@ -88,3 +88,79 @@ def ideal_bits(values, lo, counts):
   counts = np.asarray(counts, np.float64)
   idx, _ = to_indices(values, lo, len(counts))
   return float(-np.log2(counts[idx] / counts.sum()).sum())
+
+
+# Table precisions tried when building a table: the one giving the smallest
+# stored table + coded values wins (the loader accepts any power-of-two total).
+PRECISIONS = tuple(range(8, 21))
+
+
+def varint_bytes(n):
+  """Bytes of unsigned LEB128 varints (container.Writer.varint), elementwise."""
+  n = np.asarray(n, np.int64)
+  return np.maximum(1, (np.floor(np.log2(np.maximum(n, 1))).astype(np.int64) + 7) // 7)
+
+
+def sint_bytes(v):
+  """Bytes of zigzag varints (container.Writer.sint), elementwise."""
+  v = np.asarray(v, np.int64)
+  return varint_bytes(np.where(v >= 0, 2 * v, -2 * v - 1))
+
+
+def stored_bytes(symbol_hist, lo, counts, escaped):
+  """Bytes a group's table, escapes and coded symbols take (symbols at their ideal length).
+
+  symbol_hist [len(counts)]: how often each symbol index (escape last) occurs.
+  """
+  counts = np.asarray(counts, np.float64)
+  code_bits = float(-(symbol_hist * np.log2(counts / counts.sum())).sum())
+  table = int(sint_bytes(lo)) + int(varint_bytes(len(counts))) + int(varint_bytes(counts).sum())
+  escapes = int(varint_bytes(len(escaped))) + int(sint_bytes(escaped).sum())
+  return code_bits / 8 + table + escapes
+
+
+def _symbol_hist(values, lo, num_symbols):
+  idx, escaped = to_indices(values, lo, num_symbols)
+  return np.bincount(idx, minlength=num_symbols), escaped
+
+
+def best_precision(pmf, values, lo):
+  """Counts of pmf (escape last) at the precision in PRECISIONS that stores values smallest."""
+  hist, escaped = _symbol_hist(values, lo, len(pmf))
+  best = None
+  for precision in PRECISIONS:
+    if len(pmf) > 1 << precision:
+      continue
+    counts = quantize_pmf(pmf, precision)
+    cost = stored_bytes(hist, lo, counts, escaped)
+    if best is None or cost < best[0]:
+      best = (cost, counts)
+  if best is None:
+    raise ValueError(f'{len(pmf)} symbols do not fit a {PRECISIONS[-1]}-bit table')
+  return best[1]
+
+
+def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
+  """(lo, counts): the values' own histogram as the table, plus an escape symbol.
+
+  The table is stored in the file, so the best pmf for it is the values' own
+  frequencies. It covers a central range of the values (values outside are
+  escaped and stored raw) and a precision, both chosen for the fewest bytes.
+  """
+  values = np.asarray(values, np.int64).ravel()
+  if not values.size:
+    return 0, quantize_pmf([1.0, 0.0], PRECISIONS[0])
+  best = None
+  for tail in tail_fractions:
+    lo = int(np.quantile(values, tail / 2, method='lower'))
+    hi = int(np.quantile(values, 1 - tail / 2, method='higher'))
+    if hi - lo + 2 > 1 << PRECISIONS[-1]:
+      continue
+    hist, escaped = _symbol_hist(values, lo, hi - lo + 2)
+    counts = best_precision(hist.astype(np.float64), values, lo)
+    cost = stored_bytes(hist, lo, counts, escaped)
+    if best is None or cost < best[0]:
+      best = (cost, lo, counts)
+  if best is None:
+    raise ValueError(f'values span {values.min()}..{values.max()}: too wide for a table')
+  return best[1], best[2]

@@ -55,8 +55,18 @@ def base_config():
   c.rd.prior_samples = 16384  # Elements per group for the priors' gradient; 0: all.
   c.rd.prior_init_scale = 10.0
 
+  # Baselines (erp/baselines/), each starting from the float run in init_from.
+  c.uniform = ml_collections.ConfigDict()
+  c.uniform.rel_step = 0.5  # Quantization step / std of each tensor.
+  c.prune = ml_collections.ConfigDict()
+  c.prune.sparsity = 0.9  # Fraction of each kernel's weights set to zero.
+  c.prune.retrain_epochs = 10
+  c.prune.quant_epochs = 2  # Fine-tuning through the quantizer.
+  c.prune.lr = 1e-3
+  c.prune.rel_step = 0.5  # Quantization step / std of the surviving weights.
+
   c.export = ml_collections.ConfigDict()
-  c.export.table_precision = 12  # Bits of the stored integer probability tables.
+  c.export.table = 'empirical'  # Coding tables: latents' histogram, or 'prior' (learned).
   c.export.float_dtype = 'float32'  # Precision of uncompressed leaves in the file.
   return c
 

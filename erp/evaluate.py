@@ -39,16 +39,19 @@ def evaluate_file(path, data_dir=None):
   """The evaluate CLI's JSON record for one .erp file, on its dataset's test split."""
   import os
   import time
-  from erp import loader, reparam
+  from erp import container, loader, reparam
   t0 = time.time()
   model, variables, config = loader.load(path)
   decode_seconds = time.time() - t0
+  with open(path, 'rb') as f:
+    method = container.read(f.read())[0].get('method', 'epr')
   ds = data.info(config.data.name)
   images, labels = data.load(ds.name, 'test', data_dir or config.data.dir or None)
   error = test_error(make_predict(model, ds), variables, images, labels)
   return {
       'model': config.model.name,
       'dataset': ds.name,
+      'method': method,
       'num_examples': int(len(labels)),
       'error_pct': error,
       'accuracy_pct': 100.0 - error,

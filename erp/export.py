@@ -1,10 +1,13 @@
 """Exporter: a trained EPR state -> one range-coded .erp file.
 
-python -m erp.export --workdir DIR [--out FILE]   (also run at the end of erp.train)
+python -m erp.export --workdir DIR [--out FILE] [--table prior]   (also run by erp.train)
 
-Each group's latents are rounded and range-coded with an integer table built
-once from its learned prior: the prior's mass at each integer in the range the
-latents use (clipped to the prior's central support), plus an escape symbol.
+Each group's latents are rounded and range-coded with an integer table that
+is stored in the file. config.export.table picks its probabilities:
+'empirical' (default): the rounded latents' own histogram, which codes them in
+the fewest bytes, table included; 'prior': the learned prior's mass at each
+integer, as the paper codes them. Both choose the table precision (8..20 bits)
+that gives the smallest group.
 """
 import json
 import os
@@ -39,9 +42,13 @@ def _pmf_on(prior_params, lo, hi):
   return np.asarray(_probability_mass(prior_params, jnp.asarray(padded)), np.float64)[:n]
 
 
-def table_for(prior_params, values, precision):
-  """(lo, counts) of one group: prior mass on [lo, hi] from the data's range, + escape."""
-  tail = 2.0**-(precision + 2)  # Mass below one table count's resolution.
+def prior_table(prior_params, values):
+  """(lo, counts) of one group from its learned prior (the paper's coding model).
+
+  The prior's mass at the integers of the values' range, clipped to the prior's
+  central support (2**-22 tails), plus an escape symbol for the rest.
+  """
+  tail = 2.0**-22
   q_lo = np.floor(priors.quantile(prior_params, tail))
   q_hi = np.ceil(priors.quantile(prior_params, 1 - tail))
   lo = int(max(values.min(), q_lo)) if values.size else 0
@@ -50,13 +57,14 @@ def table_for(prior_params, values, precision):
     lo = hi = int(np.round(np.median(values)))
   pmf = _pmf_on(prior_params, lo, hi)
   escape = max(1.0 - pmf.sum(), 0.0)
-  return lo, coding.quantize_pmf(np.append(pmf, escape), precision)
+  return lo, coding.best_precision(np.append(pmf, escape), values, lo)
 
 
-def group_payload(kind, latent, decoder, prior_params, precision):
-  """(payload bytes, stats) of one compressed group."""
-  values = np.asarray(jnp.round(latent), np.int64).ravel()
-  lo, counts = table_for(prior_params, values, precision)
+TABLES = ('empirical', 'prior')
+
+
+def group_payload(values, decoder, lo, counts):
+  """Payload bytes of one compressed group: decoder params, table, escapes, stream."""
   stream, escaped = coding.encode(values, lo, counts)
   w = container.Writer()
   w.f32(np.ravel(decoder['log_step']))
@@ -75,39 +83,63 @@ def group_payload(kind, latent, decoder, prior_params, precision):
       'ideal_bits': coding.ideal_bits(values, lo, counts),
       'payload_bytes': len(payload),
       'table_size': len(counts),
+      'table_precision': int(np.sum(counts)).bit_length() - 1,
       'escapes': len(escaped),
       'zero_fraction': float((values == 0).mean()) if values.size else 0.0,
   }
   return payload, stats
 
 
+def coded_group(latent, decoder, prior_params, table):
+  """(payload, stats) of one EPR group with the config's table source."""
+  values = np.asarray(jnp.round(latent), np.int64).ravel()
+  if table == 'empirical':
+    lo, counts = coding.empirical_table(values)
+  elif table == 'prior':
+    lo, counts = prior_table(prior_params, values)
+  else:
+    raise ErpError(f'unknown export.table {table!r}; known: {TABLES}')
+  return group_payload(values, decoder, lo, counts)
+
+
 def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
-  """(file bytes, per-group stats) of a trained state."""
-  precision = config.export.table_precision
+  """(file bytes, per-group stats) of a trained EPR state."""
   dtype = container.FLOAT_DTYPES[config.export.float_dtype]
-  leaves, sections, stats, est_bits = [], [], {}, []
+  rows, stats = [], {}
   for path in sorted(kinds):
     kind = kinds[path]
-    est = None
     if kind == 'float':
       value = np.asarray(trainable['floats'][path])
-      sections.append((container.FLOAT, value.astype(dtype).tobytes()))
-    else:
-      value = trainable['latents'][path]
-      payload, stats[path] = group_payload(kind, value, trainable['decoders'][path],
-                                           trainable['priors'][path], precision)
-      if est_group_bits is not None:
-        est = stats[path]['est_bits'] = est_group_bits[path]
-      sections.append((container.GROUP, payload))
-    leaves.append(['params', kind, path, list(value.shape)])
-    est_bits.append(None if est is None else round(est))
+      rows.append((path, kind, value.shape, float_section(value, dtype)))
+      continue
+    value = trainable['latents'][path]
+    payload, stats[path] = coded_group(value, trainable['decoders'][path],
+                                       trainable['priors'][path], config.export.table)
+    if est_group_bits is not None:
+      stats[path]['est_bits'] = est_group_bits[path]
+    rows.append((path, kind, value.shape, (container.GROUP, payload)))
+  return assemble('epr', config, rows, batch_stats), stats
+
+
+def float_section(value, dtype):
+  """A FLOAT section: the leaf's raw little-endian values at the file's float dtype."""
+  return container.FLOAT, np.asarray(value).astype(dtype).tobytes()
+
+
+def assemble(method, config, param_rows, batch_stats):
+  """File bytes from [(path, kind, shape, section)] of the params, sorted by path.
+
+  Any method writes its file through here, so every .erp file has the same
+  header and loads with the same loader; `method` names what produced it.
+  """
+  dtype = container.FLOAT_DTYPES[config.export.float_dtype]
+  leaves = [['params', kind, path, list(shape)] for path, kind, shape, _ in param_rows]
+  sections = [section for *_, section in param_rows]
   for path, value in sorted(traverse_util.flatten_dict(batch_stats, sep='/').items()):
-    value = np.asarray(value)
-    sections.append((container.FLOAT, value.astype(dtype).tobytes()))
-    leaves.append(['batch_stats', 'float', path, list(value.shape)])
-    est_bits.append(None)
+    sections.append(float_section(value, dtype))
+    leaves.append(['batch_stats', 'float', path, list(np.shape(value))])
   header = {
-      'method': 'epr',
+      'method': method,
       'model': config.model.name,
       'width': config.model.width,
       'dataset': config.data.name,
@@ -115,9 +147,8 @@ def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
       'erp_version': erp.__version__,
       'config': config_lib.diff_from_base(config),  # Compact: only non-default fields.
       'leaves': leaves,  # [collection, decoder kind, path, shape], in section order.
-      'est_bits': est_bits,  # Training-time estimate per leaf (None: not coded).
   }
-  return container.write(header, sections), stats
+  return container.write(header, sections)
 
 
 def write_file(path, config, kinds, trainable, batch_stats):
@@ -160,10 +191,15 @@ def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, p
   }
 
 
-def reexport(workdir, out=None):
-  """Rebuilds a workdir's model.erp from its checkpoint, evaluates the file, updates result.json."""
+def reexport(workdir, out=None, table=None):
+  """Rebuilds a workdir's model.erp from its checkpoint, evaluates the file, updates result.json.
+
+  table overrides config.export.table (e.g. 'prior' to code with the learned densities).
+  """
   from erp import evaluate
   config, kinds, trainable, batch_stats = _load_workdir(workdir)
+  if table:
+    config.export.table = table
   out = out or os.path.join(workdir, FILE_NAME)
   _, stats = write_file(out, config, kinds, trainable, batch_stats)
   record = evaluate.evaluate_file(out)
@@ -200,13 +236,14 @@ def _load_workdir(workdir):
 
 def main(argv):
   del argv
-  record = reexport(flags.FLAGS.workdir, flags.FLAGS.out)
+  record = reexport(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.table)
   print(json.dumps(record))
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoint).')
   flags.DEFINE_string('out', None, 'Output file; default WORKDIR/model.erp.')
+  flags.DEFINE_enum('table', None, TABLES, 'Override config.export.table.')
   flags.mark_flag_as_required('workdir')
   from erp import train
   train.run_cli(main)

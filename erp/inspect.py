@@ -8,18 +8,18 @@ from erp.errors import ErpError
 
 
 def group_rows(path):
-  """One dict per leaf: path, shape, decoder, coded bytes, estimated/actual bits, zeros."""
+  """One dict per leaf: path, shape, decoder, section bytes, coded bits, zeros."""
   with open(path, 'rb') as f:
     header, sections = container.read(f.read())
   loader.load(path)  # Full validation first: a bad file fails here with its reason.
   rows = []
   leaves = loader.parse_leaves(header)
-  for leaf, est, (_, payload) in zip(leaves, header['est_bits'], sections):
+  for leaf, (_, payload) in zip(leaves, sections):
     row = {'path': f'{leaf["collection"]}/{leaf["path"]}', 'shape': leaf['shape'],
            'decoder': leaf['kind'], 'section_bytes': len(payload)}
     if leaf['kind'] != 'float':
       values, _, stream = loader.read_group(payload, leaf)
-      row.update(coded_bits=8 * len(stream), est_bits=est,
+      row.update(coded_bits=8 * len(stream), bits_per_value=8 * len(stream) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
     rows.append(row)
   return header, rows
@@ -35,14 +35,14 @@ def main(argv):
     print(f'erp: error: {e}', file=sys.stderr)
     sys.exit(1)
   print(f'{argv[1]}: {header["method"]} {header["model"]} on {header["dataset"]}')
-  print(f'{"leaf":42s} {"shape":18s} {"decoder":7s} {"bytes":>8s} {"est bits":>10s} '
+  print(f'{"leaf":42s} {"shape":18s} {"decoder":7s} {"bytes":>8s} {"bits/value":>10s} '
         f'{"coded bits":>10s} {"zeros":>6s}')
   for r in rows:
-    est = '' if r.get('est_bits') is None else f'{r["est_bits"]:.0f}'
+    per = f'{r["bits_per_value"]:.3f}' if 'bits_per_value' in r else ''
     coded = f'{r["coded_bits"]}' if 'coded_bits' in r else ''
     zeros = f'{r["zero_fraction"]:.3f}' if 'zero_fraction' in r else ''
     print(f'{r["path"]:42s} {str(tuple(r["shape"])):18s} {r["decoder"]:7s} '
-          f'{r["section_bytes"]:8d} {est:>10s} {coded:>10s} {zeros:>6s}')
+          f'{r["section_bytes"]:8d} {per:>10s} {coded:>10s} {zeros:>6s}')
   total = sum(r['section_bytes'] for r in rows)
   with open(argv[1], "rb") as f:
     print(f"sections {total} bytes; whole file {len(f.read())} bytes")

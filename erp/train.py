@@ -119,16 +119,20 @@ def make_optimizer(config, total_steps, steps_per_epoch):
       }, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
 
 
-def make_train_step(config, model, ds, kinds, tx, num_train):
+def make_train_step(config, model, ds, kinds, tx, num_train, param_transform=None):
   """jit(state, images_all, labels_all, batch_idx [batch]) -> (state, metrics).
 
   One step per call: on XLA:CPU a lax.scan over steps runs convolutions about
   10x slower (measured on LeNet5, 2 cores), and dispatch is asynchronous anyway.
+  param_transform (params -> params) lets a baseline train through a mask or
+  a quantizer (erp.baselines.prune).
   """
   lmbda = float(config.rd.lmbda)
 
   def loss_fn(trainable, batch_stats, images, labels, rng):
     params = reparam.decode(kinds, trainable)
+    if param_transform is not None:
+      params = param_transform(params)
     variables = {'params': params}
     if batch_stats:
       variables['batch_stats'] = batch_stats

@@ -3,7 +3,8 @@
 python experiments/sweep.py --config configs/mnist_lenet300.py \
     --set rd.enabled=True --sweep rd.lmbda=0.5,1,2 --root workdirs/sweep --parallel 2
 
---set applies to every run; each --sweep key=v1,v2,... adds a grid axis. A run
+--set applies to every run; each --sweep key=v1,v2,... adds a grid axis;
+--module runs a baseline instead of erp.train. A run
 whose workdir already holds result.json is skipped, so a sweep can be resumed.
 """
 import argparse
@@ -38,6 +39,8 @@ def main():
   p.add_argument('--root', required=True, help='parent directory of the run workdirs')
   p.add_argument('--parallel', type=int, default=1, help='runs at a time')
   p.add_argument('--prefix', default='', help='prefix of each run directory name')
+  p.add_argument('--module', default='erp.train',
+                 help='what each run executes: erp.train, or a baseline (erp.baselines.uniform)')
   args = p.parse_args()
   common = [f'--config.{s}' for s in args.set]
   pending = [(args.prefix + name, overrides) for name, overrides in grid(args.sweep)]
@@ -52,7 +55,7 @@ def main():
         print(f'skip {name}: result.json exists', flush=True)
         continue
       os.makedirs(workdir, exist_ok=True)
-      cmd = [sys.executable, '-m', 'erp.train', f'--config={args.config}',
+      cmd = [sys.executable, '-m', args.module, f'--config={args.config}',
              f'--workdir={workdir}'] + common + overrides
       log = open(os.path.join(workdir, 'train.log'), 'w')
       print(f'start {name}: {" ".join(cmd[2:])}', flush=True)

@@ -54,3 +54,42 @@ def test_escape_count_mismatch_is_an_error():
   assert escaped.tolist() == [7]
   with pytest.raises(ErpError, match='escapes'):
     coding.decode(stream, 4, 0, counts, np.array([], np.int64))
+
+
+def _payload_size(values, lo, counts):
+  """Bytes of the table, escapes and stream as export.group_payload stores them."""
+  from erp import export
+  payload, _ = export.group_payload(values, {'log_step': np.float32(0)}, lo, counts)
+  return len(payload) - 4  # Less the decoder's float32 step.
+
+
+def test_empirical_table_round_trips_and_beats_a_fixed_laplace_table():
+  rng = np.random.default_rng(1)
+  values = np.round(rng.laplace(0, 2.0, 50_000)).astype(np.int64)
+  values[:5] = [400, -900, 1000, 377, -512]  # Rare outliers: escaped, not tabulated.
+  lo, counts = coding.empirical_table(values)
+  assert counts.sum() & (counts.sum() - 1) == 0
+  stream, escaped = coding.encode(values, lo, counts)
+  assert len(escaped) >= 5  # The outliers did not widen the table to ~1900 entries.
+  np.testing.assert_array_equal(coding.decode(stream, len(values), lo, counts, escaped), values)
+  support = np.arange(-30, 31)
+  laplace = coding.quantize_pmf(np.append(np.exp(-np.abs(support) / 2.0), 1e-4), 12)
+  assert _payload_size(values, lo, counts) < _payload_size(values, -30, laplace)
+
+
+def test_stored_bytes_predicts_the_payload_within_a_few_bytes():
+  rng = np.random.default_rng(2)
+  values = rng.choice([-2, -1, 0, 1, 2, 3], 30_000, p=[.01, .04, .9, .03, .01, .01])
+  lo, counts = coding.empirical_table(values)
+  hist = np.bincount(coding.to_indices(values, lo, len(counts))[0], minlength=len(counts))
+  predicted = coding.stored_bytes(hist, lo, counts, np.zeros(0, np.int64))
+  actual = _payload_size(values, lo, counts) - 1  # Less the stream's length varint(s).
+  assert abs(actual - predicted) < 8, (actual, predicted)
+
+
+def test_a_group_of_one_repeated_value_costs_almost_nothing():
+  values = np.full(100_000, 3, np.int64)
+  lo, counts = coding.empirical_table(values)
+  stream, escaped = coding.encode(values, lo, counts)
+  assert len(stream) <= 4 and len(escaped) == 0
+  np.testing.assert_array_equal(coding.decode(stream, len(values), lo, counts, escaped), values)

@@ -1,0 +1,104 @@
+"""What every baseline shares: its float starting point, coded groups, the file, the result."""
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from erp import coding
+from erp import container
+from erp import data
+from erp import evaluate
+from erp import export
+from erp import loader
+from erp import reparam
+from erp import train
+from erp.config import config_hash, to_json
+from erp.errors import ErpError
+
+
+def float_start(config):
+  """(model, ds, float variables) of the trained float run named by config.init_from."""
+  if not config.init_from:
+    raise ErpError('a baseline starts from a trained float run: set --config.init_from=DIR')
+  model, ds = train.build_model(config)
+  return model, ds, train.init_model(config, model, ds)
+
+
+def affine_row(path, values, step):
+  """(path, 'affine', shape, section) of integers decoded as step * values (+ 0 shift).
+
+  The table is the values' own histogram (erp.coding.empirical_table), stored in
+  the section, so the group costs exactly what the file holds.
+  """
+  values = np.asarray(values, np.int64)
+  decoder = {'log_step': np.float32(np.log(step))}
+  if reparam.has_shift(values.shape):
+    decoder['shift'] = np.float32(0.0)
+  flat = values.ravel()
+  lo, counts = coding.empirical_table(flat)
+  payload, _ = export.group_payload(flat, decoder, lo, counts)
+  return path, 'affine', values.shape, (container.GROUP, payload)
+
+
+def decoded_step(step):
+  """The step the loader will use: exp(float32(log(step))), so encoder and decoder agree."""
+  return float(np.exp(np.float32(np.log(step))))
+
+
+def finish(config, workdir, method, param_rows, batch_stats, extra, start):
+  """Writes DIR/model.erp and DIR/result.json; size and error come from decoding the file."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(to_json(config))
+  path = os.path.join(workdir, export.FILE_NAME)
+  with open(path, 'wb') as f:
+    f.write(export.assemble(method, config, sorted(param_rows, key=lambda r: r[0]),
+                            batch_stats))
+  record = evaluate.evaluate_file(path, config.data.dir or None)
+  num_params = record['num_params']
+  result = {
+      'model': config.model.name,
+      'dataset': config.data.name,
+      'method': method,
+      'config_hash': config_hash(config),
+      'config': config.to_dict(),
+      'test_error_pct': record['error_pct'],
+      'num_params': num_params,
+      'float32_num_bytes': 4 * num_params,
+      'export': {'path': path, 'num_bytes': record['num_bytes'],
+                 'error_pct': record['error_pct'], 'decode_s': record['decode_seconds']},
+      'jax_version': jax.__version__,
+      'device': str(jax.devices()[0].device_kind),
+      'platform': platform.platform(),
+      **extra,
+  }
+  result['wall_s'] = time.time() - start
+  with open(os.path.join(workdir, 'result.json'), 'w') as f:
+    json.dump(result, f, indent=1, sort_keys=True, default=list)
+  print(f'{method}: {path} {record["num_bytes"]} bytes, test error from file '
+        f'{record["error_pct"]:.2f}%', flush=True)
+  return result
+
+
+def flat_params(variables):
+  return traverse_util.flatten_dict(variables['params'], sep='/')
+
+
+def test_error_of(model, ds, variables, config):
+  images, labels = data.load(config.data.name, 'test', config.data.dir or None)
+  return evaluate.test_error(evaluate.make_predict(model, ds), variables, images, labels)
+
+
+def run_cli(run_fn):
+  """`python -m erp.baselines.X --config FILE --workdir DIR [--config.k=v]` for run_fn."""
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for the file and result.json.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  train.run_cli(lambda argv: run_fn(flags.FLAGS.config, flags.FLAGS.workdir))

@@ -1,0 +1,61 @@
+"""Rate-accuracy curves (PNG) from the runs' result.json files and the published points.
+
+python experiments/plot_rd.py [--results experiments/results] [--out_dir experiments/results]
+
+One figure per dataset and model: file size on a log axis against test error
+of the decoded file (log axis too), one line per method (points sorted by size), published
+operating points marked with their method name.
+"""
+import argparse
+import os
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+import tables  # noqa: E402
+
+MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'}
+
+
+def plot(ours, pubs, dataset, model, path):
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for method in sorted({r['method'] for r in ours} - {'float'}):
+    pts = sorted((r['num_bytes'] / 1000, r['error_pct']) for r in ours if r['method'] == method)
+    ax.plot(*zip(*pts), marker=MARKERS.get(method, 'x'), label=f'{method} (erp)')
+  for r in ours:
+    if r['method'] == 'float':
+      ax.axhline(r['error_pct'], color='gray', ls=':', label=f'float32 ({r["num_bytes"] / 1000:.0f} KB)')
+  for p in pubs:
+    ax.plot(p['num_bytes'] / 1000, p['error_pct'], marker='*', ms=13, ls='none',
+            label=p['method'])
+  ax.set_xscale('log')
+  ax.set_yscale('log')  # Errors span 1 % to 90 %: a log axis keeps the good end readable.
+  ax.set_xlabel('compressed size, whole file (KB, 1 KB = 1000 B)')
+  ax.set_ylabel('test error (%)')
+  ax.set_title(f'{model} on {dataset}')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--results', default='experiments/results')
+  p.add_argument('--out_dir', default='experiments/results')
+  args = p.parse_args()
+  ours, pubs = tables.rows(args.results), tables.published()
+  for dataset, model in sorted({(r['dataset'], r['model']) for r in ours}):
+    mine = [r for r in ours if (r['dataset'], r['model']) == (dataset, model)]
+    if all(r['method'] == 'float' for r in mine):
+      continue
+    path = os.path.join(args.out_dir, dataset, f'rd_{model}.png')
+    plot(mine, [q for q in pubs if (q['dataset'], q['model']) == (dataset, model)],
+         dataset, model, path)
+    print(path)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,92 @@
+"""Baselines on the shared harness: they write .erp files that erp's loader decodes."""
+import json
+
+import numpy as np
+import pytest
+
+import erp
+from erp import container
+from erp import train
+from erp.baselines import common
+from erp.baselines import prune
+from erp.baselines import uniform
+from conftest import load_config
+
+
+@pytest.fixture(scope='module')
+def float_run(tmp_path_factory, data_dir):
+  """A 1-epoch float LeNet-300-100 and its config, the starting point of every baseline."""
+  workdir = tmp_path_factory.mktemp('float')
+  c = load_config('mnist_lenet300')
+  c.unlock()
+  c.data.dir = data_dir
+  c.train.num_epochs = 1
+  result = train.train_and_evaluate(c, str(workdir))
+  c.init_from = str(workdir)
+  return c, result
+
+
+def test_uniform_file_holds_the_rounded_weights(float_run, tmp_path):
+  config, float_result = float_run
+  config.uniform.rel_step = 0.25
+  result = uniform.run(config, str(tmp_path))
+  _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
+  _, _, start = common.float_start(config)
+  for path, (q, step) in uniform.quantize(
+      {'/'.join(k): v for k, v in _flat(start['params']).items()}, 0.25).items():
+    decoded = np.asarray(_flat(variables['params'])[tuple(path.split('/'))])
+    np.testing.assert_allclose(decoded, q * step, rtol=1e-6)
+    original = np.asarray(_flat(start['params'])[tuple(path.split('/'))])
+    assert np.abs(decoded - original).max() <= step / 2 * 1.0001
+  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  assert header['method'] == 'uniform'
+  saved = json.loads((tmp_path / 'result.json').read_text())
+  assert saved['export']['num_bytes'] == (tmp_path / 'model.erp').stat().st_size
+  # Quarter-std steps keep the model: within a point of the float error.
+  assert abs(saved['export']['error_pct'] - float_result['test_error_pct']) < 1.0
+
+
+def test_coarser_steps_give_smaller_files(float_run, tmp_path):
+  config, _ = float_run
+  sizes = []
+  for rel_step in (0.1, 0.5, 2.0):
+    config.uniform.rel_step = rel_step
+    sizes.append(uniform.run(config, str(tmp_path / str(rel_step)))['export']['num_bytes'])
+  assert sizes[0] > sizes[1] > sizes[2], sizes
+  assert sizes[2] < 266_610 * 4 / 20  # Two-std steps: ~1.3 bits per weight.
+
+
+def test_a_baseline_without_a_float_run_is_a_named_error(float_run, tmp_path):
+  config, _ = float_run
+  config = config.copy_and_resolve_references()
+  config.init_from = ''
+  with pytest.raises(erp.ErpError, match='init_from'):
+    uniform.run(config, str(tmp_path))
+
+
+def test_magnitude_masks_drop_the_smallest_weights_of_kernels_only():
+  rng = np.random.default_rng(0)
+  params = {'k': rng.normal(size=(40, 50)), 'b': rng.normal(size=(50,))}
+  masks = prune.magnitude_masks(params, 0.9)
+  assert masks['k'].sum() == 200 and masks['b'].sum() == 50
+  assert np.abs(params['k'][masks['k'] == 0]).max() < np.abs(params['k'][masks['k'] == 1]).min()
+
+
+def test_pruned_file_keeps_the_sparsity_and_the_accuracy(float_run, tmp_path):
+  config, float_result = float_run
+  config.prune.sparsity, config.prune.retrain_epochs, config.prune.quant_epochs = 0.9, 1, 1
+  result = prune.run(config, str(tmp_path))
+  _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
+  for path, value in _flat(variables['params']).items():
+    if path[-1] == 'kernel':
+      assert (np.asarray(value) == 0).mean() >= 0.9, path
+  assert result['export']['error_pct'] < float_result['test_error_pct'] + 1.5
+  # 10 % of the weights on a half-std grid: far below uniform quantization's size.
+  assert result['export']['num_bytes'] < 266_610 * 4 / 25
+  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  assert header['method'] == 'prune'
+
+
+def _flat(tree):
+  from flax import traverse_util
+  return traverse_util.flatten_dict(tree)

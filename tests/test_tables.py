@@ -1,0 +1,45 @@
+"""Tables and plots are generated from the runs' result.json files."""
+import json
+import os
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, 'experiments'))
+import plot_rd  # noqa: E402
+import tables  # noqa: E402
+
+
+def _write(root, dataset, run, method, num_bytes, error, config):
+  os.makedirs(root / dataset / run)
+  result = {'dataset': dataset, 'model': 'lenet300', 'method': method, 'wall_s': 1.0,
+            'float32_num_bytes': 1_066_440, 'test_error_pct': 99.0, 'config': config}
+  if method != 'float':
+    result['export'] = {'num_bytes': num_bytes, 'error_pct': error}
+  else:
+    result['test_error_pct'] = error
+  (root / dataset / run / 'result.json').write_text(json.dumps(result))
+
+
+def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
+  base = {'train': {'num_epochs': 3}, 'rd': {'lmbda': 0.1}, 'uniform': {'rel_step': 0.5}}
+  _write(tmp_path, 'mnist', 'a_float', 'float', None, 1.5, base)
+  _write(tmp_path, 'mnist', 'b_epr', 'epr', 8000, 1.9, base)
+  _write(tmp_path, 'mnist', 'c_uniform', 'uniform', 100_000, 1.6, base)
+  rows = tables.rows(str(tmp_path))
+  assert [(r['method'], r['num_bytes'], r['error_pct']) for r in rows] == [
+      ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6)]
+  assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ']
+  text = tables.markdown(rows)
+  assert '| 8,000 | 8.00 | 133× | 1.90 % |' in text
+  pub = tables.published_markdown(rows, [{'dataset': 'mnist', 'model': 'lenet300',
+                                          'method': 'x', 'num_bytes': 8560, 'error_pct': 1.9,
+                                          'float_error_pct': 1.6, 'source': 'paper'}])
+  assert '| 8.56 | 125× | 1.9 % (1.6 %) | paper |' in pub
+  plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'))
+  assert (tmp_path / 'rd.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_every_published_row_names_its_source():
+  for p in tables.published():
+    assert p['source'] and p['num_bytes'] > 0 and 0 < p['error_pct'] < 100
