@@ -127,6 +127,11 @@ def _symbol_hist(values, lo, num_symbols):
 def best_precision(pmf, values, lo):
   """Counts of pmf (escape last) at the precision in PRECISIONS that stores values smallest."""
   hist, escaped = _symbol_hist(values, lo, len(pmf))
+  return _best_counts(pmf, hist, lo, escaped)[1]
+
+
+def _best_counts(pmf, hist, lo, escaped):
+  """(stored bytes, counts) of pmf at its best precision, for symbols with histogram hist."""
   best = None
   for precision in PRECISIONS:
     if len(pmf) > 1 << precision:
@@ -137,7 +142,7 @@ def best_precision(pmf, values, lo):
       best = (cost, counts)
   if best is None:
     raise ValueError(f'{len(pmf)} symbols do not fit a {PRECISIONS[-1]}-bit table')
-  return best[1]
+  return best
 
 
 def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
@@ -157,8 +162,7 @@ def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
     if hi - lo + 2 > 1 << PRECISIONS[-1]:
       continue
     hist, escaped = _symbol_hist(values, lo, hi - lo + 2)
-    counts = best_precision(hist.astype(np.float64), values, lo)
-    cost = stored_bytes(hist, lo, counts, escaped)
+    cost, counts = _best_counts(hist.astype(np.float64), hist, lo, escaped)
     if best is None or cost < best[0]:
       best = (cost, lo, counts)
   if best is None:

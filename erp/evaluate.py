@@ -37,14 +37,13 @@ def test_error(predict, variables, images, labels, batch_size=1000):
 
 def evaluate_file(path, data_dir=None):
   """The evaluate CLI's JSON record for one .erp file, on its dataset's test split."""
-  import os
   import time
   from erp import container, loader, reparam
+  blob = loader.read_file(path)
   t0 = time.time()
-  model, variables, config = loader.load(path)
+  model, variables, config = loader.load_bytes(blob)
   decode_seconds = time.time() - t0
-  with open(path, 'rb') as f:
-    method = container.read(f.read())[0].get('method', 'epr')
+  method = container.read(blob)[0].get('method', 'epr')
   ds = data.info(config.data.name)
   images, labels = data.load(ds.name, 'test', data_dir or config.data.dir or None)
   error = test_error(make_predict(model, ds), variables, images, labels)
@@ -55,7 +54,7 @@ def evaluate_file(path, data_dir=None):
       'num_examples': int(len(labels)),
       'error_pct': error,
       'accuracy_pct': 100.0 - error,
-      'num_bytes': os.path.getsize(path),
+      'num_bytes': len(blob),
       'num_params': reparam.num_params(variables['params']),
       'decode_seconds': decode_seconds,
   }

@@ -118,11 +118,15 @@ def load_bytes(blob):
   return model, variables, config
 
 
-def load(path):
-  """(model, variables, config) from an .erp file; variables go straight to model.apply."""
+def read_file(path):
+  """The bytes of a model file; an unreadable path is an ErpError naming it."""
   try:
     with open(path, 'rb') as f:
-      blob = f.read()
+      return f.read()
   except OSError as e:
     raise ErpError(f'cannot read {path}: {e.strerror}') from None
-  return load_bytes(blob)
+
+
+def load(path):
+  """(model, variables, config) from an .erp file; variables go straight to model.apply."""
+  return load_bytes(read_file(path))

@@ -182,6 +182,22 @@ def rate_summary(kinds, trainable, float_dtype='float32'):
   }
 
 
+def result_record(config, method, num_params):
+  """The fields every run's result.json starts with (training runs and baselines)."""
+  return {
+      'model': config.model.name,
+      'dataset': config.data.name,
+      'method': method,
+      'config_hash': config_hash(config),
+      'config': config.to_dict(),
+      'num_params': num_params,
+      'float32_num_bytes': 4 * num_params,
+      'jax_version': jax.__version__,
+      'device': str(jax.devices()[0].device_kind),
+      'platform': platform.platform(),
+  }
+
+
 def eval_variables(kinds, state):
   variables = {'params': reparam.decode(kinds, state.trainable)}
   if state.batch_stats:
@@ -289,21 +305,10 @@ def train_and_evaluate(config, workdir):
   if not record:  # Resumed after the last epoch: evaluate the restored state.
     record = {'error_pct': evaluate.test_error(predict, eval_variables(kinds, state),
                                                test_x, test_y)}
-  result = {
-      'model': config.model.name,
-      'dataset': config.data.name,
-      'method': 'epr' if config.rd.enabled else 'float',
-      'config_hash': config_hash(config),
-      'config': config.to_dict(),
-      'test_error_pct': record['error_pct'],
-      'num_params': reparam.num_params(reparam.decode(kinds, state.trainable)),
-      'float32_num_bytes': 4 * reparam.num_params(reparam.decode(kinds, state.trainable)),
-      'steps': int(state.step),
-      'train_wall_s': time.time() - start,
-      'jax_version': jax.__version__,
-      'device': str(jax.devices()[0].device_kind),
-      'platform': platform.platform(),
-  }
+  result = result_record(config, 'epr' if config.rd.enabled else 'float',
+                         reparam.num_params(reparam.decode(kinds, state.trainable)))
+  result.update(test_error_pct=record['error_pct'], steps=int(state.step),
+                train_wall_s=time.time() - start)
   if config.rd.enabled:
     result['estimate'] = rate_summary(kinds, state.trainable, config.export.float_dtype)
   if config.train.export and config.rd.enabled:

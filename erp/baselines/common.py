@@ -1,23 +1,18 @@
 """What every baseline shares: its float starting point, coded groups, the file, the result."""
 import json
 import os
-import platform
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from erp import coding
 from erp import container
-from erp import data
 from erp import evaluate
 from erp import export
-from erp import loader
 from erp import reparam
 from erp import train
-from erp.config import config_hash, to_json
+from erp.config import to_json
 from erp.errors import ErpError
 
 
@@ -45,9 +40,16 @@ def affine_row(path, values, step):
   return path, 'affine', values.shape, (container.GROUP, payload)
 
 
-def decoded_step(step):
-  """The step the loader will use: exp(float32(log(step))), so encoder and decoder agree."""
-  return float(np.exp(np.float32(np.log(step))))
+def grid_step(values, rel_step):
+  """rel_step * the values' spread (std; max |v| if that is 0; else 1), as the loader sees it.
+
+  The file stores float32(log(step)), so the step is returned as exp of that:
+  encoder and decoder then round onto the same grid.
+  """
+  values = np.asarray(values)
+  spread = float(np.std(values)) if values.size > 1 else 0.0
+  spread = spread or float(np.abs(values).max(initial=0.0)) or 1.0
+  return float(np.exp(np.float32(np.log(rel_step * spread))))
 
 
 def finish(config, workdir, method, param_rows, batch_stats, extra, start):
@@ -60,23 +62,10 @@ def finish(config, workdir, method, param_rows, batch_stats, extra, start):
     f.write(export.assemble(method, config, sorted(param_rows, key=lambda r: r[0]),
                             batch_stats))
   record = evaluate.evaluate_file(path, config.data.dir or None)
-  num_params = record['num_params']
-  result = {
-      'model': config.model.name,
-      'dataset': config.data.name,
-      'method': method,
-      'config_hash': config_hash(config),
-      'config': config.to_dict(),
-      'test_error_pct': record['error_pct'],
-      'num_params': num_params,
-      'float32_num_bytes': 4 * num_params,
-      'export': {'path': path, 'num_bytes': record['num_bytes'],
-                 'error_pct': record['error_pct'], 'decode_s': record['decode_seconds']},
-      'jax_version': jax.__version__,
-      'device': str(jax.devices()[0].device_kind),
-      'platform': platform.platform(),
-      **extra,
-  }
+  result = train.result_record(config, method, record['num_params'])
+  result.update(test_error_pct=record['error_pct'], **extra)
+  result['export'] = {'path': path, 'num_bytes': record['num_bytes'],
+                      'error_pct': record['error_pct'], 'decode_s': record['decode_seconds']}
   result['wall_s'] = time.time() - start
   with open(os.path.join(workdir, 'result.json'), 'w') as f:
     json.dump(result, f, indent=1, sort_keys=True, default=list)
@@ -87,11 +76,6 @@ def finish(config, workdir, method, param_rows, batch_stats, extra, start):
 
 def flat_params(variables):
   return traverse_util.flatten_dict(variables['params'], sep='/')
-
-
-def test_error_of(model, ds, variables, config):
-  images, labels = data.load(config.data.name, 'test', config.data.dir or None)
-  return evaluate.test_error(evaluate.make_predict(model, ds), variables, images, labels)
 
 
 def run_cli(run_fn):

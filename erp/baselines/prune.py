@@ -50,12 +50,8 @@ def magnitude_masks(params, sparsity):
 
 def quantization_steps(params, masks, rel_step):
   """{path: step} from the std of each tensor's surviving weights (float32-exact)."""
-  steps = {}
-  for path, value in params.items():
-    kept = np.asarray(value)[np.asarray(masks[path]) > 0]
-    spread = float(np.std(kept)) if kept.size > 1 else float(np.abs(kept).max(initial=0))
-    steps[path] = common.decoded_step(rel_step * (spread or 1.0))
-  return steps
+  return {path: common.grid_step(np.asarray(value)[np.asarray(masks[path]) > 0], rel_step)
+          for path, value in params.items()}
 
 
 def masked(masks, steps=None):

@@ -19,17 +19,12 @@ from erp.baselines import common
 METHOD = 'uniform'
 
 
-def tensor_step(value, rel_step):
-  spread = float(np.std(value)) or float(np.abs(value).max()) or 1.0
-  return common.decoded_step(rel_step * spread)
-
-
 def quantize(params, rel_step):
   """{path: (integers, step)} of every leaf of a flat params dict."""
   out = {}
   for path, value in params.items():
     value = np.asarray(value, np.float32)
-    step = tensor_step(value, rel_step)
+    step = common.grid_step(value, rel_step)
     out[path] = (np.round(value / step).astype(np.int64), step)
   return out
 
