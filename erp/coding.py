@@ -10,7 +10,10 @@ model on any machine.
 import constriction
 import numpy as np
 
+from erp import container
 from erp.errors import ErpError
+
+MAX_TABLE = 1 << 20  # Symbols a stored table may have (its precision is at most 20 bits).
 
 
 def quantize_pmf(pmf, precision):
@@ -159,7 +162,7 @@ def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
   for tail in tail_fractions:
     lo = int(np.quantile(values, tail / 2, method='lower'))
     hi = int(np.quantile(values, 1 - tail / 2, method='higher'))
-    if hi - lo + 2 > 1 << PRECISIONS[-1]:
+    if hi - lo + 2 > MAX_TABLE:
       continue
     hist, escaped = _symbol_hist(values, lo, hi - lo + 2)
     cost, counts = _best_counts(hist.astype(np.float64), hist, lo, escaped)
@@ -168,3 +171,40 @@ def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
   if best is None:
     raise ValueError(f'values span {values.min()}..{values.max()}: too wide for a table')
   return best[1], best[2]
+
+
+def write_coded(writer, values, lo, counts):
+  """Appends values coded with the table (lo, counts): the table, escapes, stream.
+
+  Returns (stream bytes, escaped values). read_coded reads it back.
+  """
+  stream, escaped = encode(values, lo, counts)
+  writer.sint(lo).varint(len(counts))
+  for c in counts:
+    writer.varint(c)
+  writer.varint(len(escaped))
+  for v in escaped:
+    writer.sint(v)
+  writer.blob(stream)
+  return stream, escaped
+
+
+def read_coded(reader, num_values, what, precision_limit=24):
+  """int64 [num_values] that write_coded appended; a bad table is an ErpError naming what."""
+  values, _ = read_coded_stream(reader, num_values, what, precision_limit)
+  return values
+
+
+def read_coded_stream(reader, num_values, what, precision_limit=24):
+  """(values int64 [num_values], stream bytes) that write_coded appended."""
+  lo = reader.sint()
+  num_symbols = reader.varint(MAX_TABLE)
+  counts = np.array([reader.varint(1 << precision_limit) for _ in range(num_symbols)], np.int64)
+  if num_symbols < 1 or counts.min() < 1:
+    raise ErpError(f'{what}: invalid probability table')
+  total = int(counts.sum())
+  if total & (total - 1):
+    raise ErpError(f'{what}: table counts sum to {total}, not a power of 2')
+  escaped = np.array([reader.sint() for _ in range(reader.varint(num_values))], np.int64)
+  stream = reader.blob()
+  return decode(stream, num_values, lo, counts, escaped), stream

@@ -64,6 +64,14 @@ def base_config():
   c.prune.quant_epochs = 2  # Fine-tuning through the quantizer.
   c.prune.lr = 1e-3
   c.prune.rel_step = 0.5  # Quantization step / std of the surviving weights.
+  c.surp = ml_collections.ConfigDict()
+  c.surp.sparsity = 0.95  # Fraction of each kernel's weights left at zero.
+  c.surp.beta_scale = 1.0  # beta = beta_scale * ln(n): ~beta candidates per threshold.
+  c.surp.rounds = 3  # Prune-and-retrain rounds, density (1 - sparsity)**(r / rounds).
+  c.surp.retrain_epochs = 4  # Per round.
+  c.surp.lr = 1e-3
+  c.surp.refine = 0.0  # Extra refinement iterations, as a fraction of those to reach sparsity.
+  c.surp.bias_rel_step = 0.1  # Uniform grid of the other leaves (biases) / their std.
 
   c.export = ml_collections.ConfigDict()
   c.export.table = 'empirical'  # Coding tables: latents' histogram, or 'prior' (learned).

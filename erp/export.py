@@ -65,18 +65,11 @@ TABLES = ('empirical', 'prior')
 
 def group_payload(values, decoder, lo, counts):
   """Payload bytes of one compressed group: decoder params, table, escapes, stream."""
-  stream, escaped = coding.encode(values, lo, counts)
   w = container.Writer()
   w.f32(np.ravel(decoder['log_step']))
   if 'shift' in decoder:
     w.f32([decoder['shift']])
-  w.sint(lo).varint(len(counts))
-  for c in counts:
-    w.varint(c)
-  w.varint(len(escaped))
-  for v in escaped:
-    w.sint(v)
-  w.blob(stream)
+  stream, escaped = coding.write_coded(w, values, lo, counts)
   payload = w.getvalue()
   stats = {
       'coded_bits': 8 * len(stream),

@@ -4,6 +4,7 @@ import sys
 
 from erp import container
 from erp import loader
+from erp import refinement
 from erp.errors import ErpError
 
 
@@ -17,9 +18,13 @@ def group_rows(path):
   for leaf, (_, payload) in zip(leaves, sections):
     row = {'path': f'{leaf["collection"]}/{leaf["path"]}', 'shape': leaf['shape'],
            'decoder': leaf['kind'], 'section_bytes': len(payload)}
-    if leaf['kind'] != 'float':
+    if leaf['kind'] in ('affine', 'dft'):
       values, _, stream = loader.read_group(payload, leaf)
       row.update(coded_bits=8 * len(stream), bits_per_value=8 * len(stream) / max(values.size, 1),
+                 zero_fraction=float((values == 0).mean()))
+    elif leaf['kind'] == 'surp':  # The whole section is the code.
+      values = refinement.decode_tensor(payload, tuple(leaf['shape']))
+      row.update(coded_bits=8 * len(payload), bits_per_value=8 * len(payload) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
     rows.append(row)
   return header, rows

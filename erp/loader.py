@@ -9,10 +9,10 @@ from erp import config as config_lib
 from erp import container
 from erp import data
 from erp import models
+from erp import refinement
 from erp import reparam
 from erp.errors import ErpError
 
-MAX_TABLE = 1 << 16
 MAX_VALUES = 1 << 31
 
 
@@ -39,19 +39,9 @@ def read_group(payload, leaf, precision_limit=24):
   decoder = {'log_step': jnp.asarray(r.f32(int(np.prod(step_shape))).reshape(step_shape))}
   if reparam.has_shift(shape):
     decoder['shift'] = jnp.asarray(r.f32(1)[0])
-  lo = r.sint()
-  num_symbols = r.varint(MAX_TABLE)
-  counts = np.array([r.varint(1 << precision_limit) for _ in range(num_symbols)], np.int64)
-  if num_symbols < 1 or counts.min() < 1:
-    raise ErpError(f'group {leaf["path"]}: invalid probability table')
-  total = int(counts.sum())
-  if total & (total - 1):
-    raise ErpError(f'group {leaf["path"]}: table counts sum to {total}, not a power of 2')
-  num_escaped = r.varint(int(np.prod(shape)))
-  escaped = np.array([r.sint() for _ in range(num_escaped)], np.int64)
-  stream = r.blob()
+  values, stream = coding.read_coded_stream(r, int(np.prod(shape)), f'group {leaf["path"]}',
+                                            precision_limit)
   r.done()
-  values = coding.decode(stream, int(np.prod(shape)), lo, counts, escaped)
   return values.reshape(shape), decoder, stream
 
 
@@ -106,6 +96,9 @@ def load_bytes(blob):
         value = _float_leaf(payload, leaf, dtype)
       elif leaf['kind'] in ('affine', 'dft') and kind == container.GROUP:
         value = _decode_group(payload, leaf)
+      elif leaf['kind'] == 'surp' and kind == container.GROUP:
+        value = jnp.asarray(refinement.decode_tensor(payload, tuple(leaf['shape']),
+                                                     f'surp group {leaf["path"]}'))
       else:
         raise ErpError(f'leaf {leaf["path"]}: kind {leaf["kind"]!r} does not match its section')
       flat.setdefault(leaf['collection'], {})[leaf['path']] = value

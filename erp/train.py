@@ -225,6 +225,15 @@ def _format_eta(seconds):
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
+def _logged_wall_s(metrics_path):
+  """The largest wall_s in an existing metrics.jsonl (0 if none): time already spent."""
+  if not os.path.exists(metrics_path):
+    return 0.0
+  with open(metrics_path) as f:
+    return max((json.loads(line).get('wall_s', 0.0) for line in f if line.strip()),
+               default=0.0)
+
+
 def _append_jsonl(path, record):
   with open(path, 'a') as f:
     f.write(json.dumps(record) + '\n')
@@ -240,10 +249,12 @@ def setup(config):
 
 def train_and_evaluate(config, workdir):
   """Trains, evaluates, checkpoints, writes metrics.jsonl and result.json; returns the result."""
-  start = time.time()
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(to_json(config))
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  # Wall time counts every session of a resumed run: earlier ones from their records.
+  start = time.time() - _logged_wall_s(metrics_path)
 
   train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
   test_x, test_y = data.load(config.data.name, 'test', config.data.dir or None)
@@ -265,7 +276,6 @@ def train_and_evaluate(config, workdir):
   train_step = make_train_step(config, model, ds, kinds, tx, num_train)
   predict = evaluate.make_predict(model, ds)
   images_dev, labels_dev = jnp.asarray(train_x), jnp.asarray(train_y)
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
   t_loop, steps_done, pending = time.time(), 0, []
   record = {}
 
@@ -287,12 +297,12 @@ def train_and_evaluate(config, workdir):
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '
             f'ETA {_format_eta((total_steps - step) / rate)}', flush=True)
       _append_jsonl(metrics_path, {'step': step, 'epoch': epoch + 1, 'split': 'train',
-                                   **metrics})
+                                   'wall_s': time.time() - start, **metrics})
     last = epoch + 1 == config.train.num_epochs
     if last or (epoch + 1) % config.train.eval_every_epochs == 0:
       error = evaluate.test_error(predict, eval_variables(kinds, state), test_x, test_y)
       record = {'step': int(state.step), 'epoch': epoch + 1, 'split': 'test',
-                'error_pct': error}
+                'error_pct': error, 'wall_s': time.time() - start}
       if config.rd.enabled:
         summary = rate_summary(kinds, state.trainable, config.export.float_dtype)
         record.update(est_kb=summary['est_num_bytes'] / 1000, **summary)

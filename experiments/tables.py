@@ -23,6 +23,8 @@ def setting(r):
       'epr': lambda: f'λ={c["rd"]["lmbda"]:g}',
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: f'sparsity={c["prune"]["sparsity"]:g} step={c["prune"]["rel_step"]:g}σ',
+      'surp': lambda: (f'sparsity={c["surp"]["sparsity"]:g} β={c["surp"]["beta_scale"]:g}·ln n '
+                       f'refine={c["surp"]["refine"]:g}'),
   }.get(r['method'], lambda: '')()
 
 

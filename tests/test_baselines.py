@@ -90,3 +90,22 @@ def test_pruned_file_keeps_the_sparsity_and_the_accuracy(float_run, tmp_path):
 def _flat(tree):
   from flax import traverse_util
   return traverse_util.flatten_dict(tree)
+
+
+def test_surp_file_is_pruned_retrained_and_decodes(float_run, tmp_path):
+  from erp.baselines import surp
+  config, float_result = float_run
+  config.surp.sparsity, config.surp.rounds, config.surp.retrain_epochs = 0.9, 1, 1
+  config.surp.refine = 1.0  # One round from a 1-epoch model: refine the values.
+  result = surp.run(config, str(tmp_path))
+  _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
+  for path, value in _flat(variables['params']).items():
+    if path[-1] == 'kernel':
+      assert abs((np.asarray(value) == 0).mean() - 0.9) < 0.01, path
+  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  assert header['method'] == 'surp'
+  assert [leaf[1] for leaf in header['leaves'] if leaf[2].endswith('kernel')] == ['surp'] * 3
+  # The code keeps what retraining reached (one short round here: a few points lost).
+  assert result['export']['error_pct'] < result['retrained_error_pct'] + 1.0
+  assert result['export']['error_pct'] < float_result['test_error_pct'] + 5.0
+  assert result['export']['num_bytes'] < 266_610  # Under 8 bits per weight.

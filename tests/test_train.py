@@ -34,6 +34,8 @@ def test_float_training_beats_chance_by_far_and_writes_results(tmp_path, data_di
   again = train.train_and_evaluate(_config(data_dir), str(tmp_path))
   assert again['test_error_pct'] == result['test_error_pct']
   assert again['steps'] == result['steps']
+  # Its wall time includes the first session's training, read from metrics.jsonl.
+  assert again['wall_s'] > result['train_wall_s'] > 0
 
 
 @pytest.fixture(scope='module')

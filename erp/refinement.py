@@ -1,0 +1,223 @@
+"""SuRP's successive-refinement code of one weight tensor: encoder, decoder, payload.
+
+Isik, No, Weissman, "An Information-Theoretic Justification for Model Pruning"
+(AISTATS 2022; arXiv 2102.08329, first titled "Successive Pruning for Model
+Compression via Rate Distortion Theory"), the successive-refinement algorithm
+for Laplacian sources it builds on. The magnitudes x = |w| / ||w||_1 of a
+tensor of n weights are modelled as exponential with rate lambda (= n at
+start). Each iteration k has the threshold
+
+    T_k = ln(n / beta) / lambda_k,   so P(x > T_k) = beta / n:
+
+about beta magnitudes exceed it. The encoder sends one of them, i, the decoder
+adds T_k to its reconstruction of x_i, the encoder subtracts T_k from x_i's
+residual, and both shrink the threshold, lambda_{k+1} = lambda_k * n / (n -
+ln(n / beta)), the rate of the residual after one such step. A weight never
+sent stays exactly zero: the code is a pruned model, and sending more
+iterations refines it.
+
+Our choices where the paper leaves room (stated, not the authors' code):
+* Which candidate is sent: the first index after the previously sent one
+  (cyclically), so what is sent is the gap between them, ~geometric with mean
+  n / beta, i.e. ~log2(n / beta) + 1.4 bits instead of log2(n).
+* How gaps are coded: their bit length (0 marks a lambda refresh) is
+  range-coded with its own histogram (erp.coding.empirical_table), the bits
+  below the leading one are stored raw; within ~0.1 bit of the gaps' entropy.
+* Signs: one raw bit per nonzero weight, in index order.
+* When no residual exceeds the threshold. The lambda update shrinks T_k by a
+  factor ~1 - ln(n/beta)/n per iteration, which brings ~beta ln(n/beta)^2 / n
+  <= 4/e^2 < 1 new candidates per iteration for an exponential x, so the
+  ~beta candidates run out and the residual is no longer the exponential the
+  update assumes (it is cut off at T). Re-estimating lambda from the residual's
+  mean gives about the same threshold back (nothing exceeds it again), so we
+  match the tail the threshold rule assumes instead:
+  the encoder sends the smallest integer j >= 1 with beta residuals above
+  T * 2**(-j/8), and both continue from that threshold. The j are range-coded.
+  The code starts with such a refresh (j of either sign) from ln(n/beta)/n,
+  so a tensor that is already sparse (a retrained pruned one, whose mean
+  magnitude says little about its surviving weights) starts at its tail too.
+
+Payload of a 'surp' GROUP section: f32 ||w||_1, f32 beta, varint iterations,
+coded bit lengths of the gaps (erp.coding.write_coded), their low bits, the
+coded refresh steps j, the sign bits.
+"""
+import numpy as np
+
+from erp import coding
+from erp import container
+from erp.errors import ErpError
+
+MAX_ITERATIONS_PER_WEIGHT = 64  # Guards the encoder loop; never reached in practice.
+REFRESH_STEPS = 8  # A refresh step j lowers the threshold by 2**(-j / REFRESH_STEPS).
+
+
+def growth(n, beta):
+  """lambda_{k+1} / lambda_k."""
+  return n / (n - np.log(n / beta))
+
+
+def _find_next(residual, pos, threshold, chunk):
+  """First index after pos (cyclically) whose residual exceeds threshold, or -1."""
+  n = residual.size
+  scanned = 0
+  while scanned < n:
+    start = (pos + 1 + scanned) % n
+    stop = min(start + chunk, n, start + n - scanned)
+    hit = np.flatnonzero(residual[start:stop] > threshold)
+    if hit.size:
+      return start + int(hit[0])
+    scanned += stop - start
+  return -1
+
+
+def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
+  """(gaps int64 [k], refresh steps int64 [r]) describing x (>= 0, summing to 1).
+
+  Iterates until num_nonzero weights are nonzero, then extra * (iterations so
+  far) more refinement iterations. gaps[k] = 0 marks a refresh.
+  """
+  n = x.size
+  if not 0 < beta < n:
+    raise ValueError(f'need 0 < beta < n = {n}, got {beta}')
+  residual = np.asarray(x, np.float64).copy()
+  is_sent = np.zeros(n, bool)
+  rate_growth, rank = growth(n, beta), min(int(np.ceil(beta)), n)
+  chunk = max(256, int(4 * n / beta))
+  gaps, refreshes = [], []
+  octaves, steps, pos, sent, stop_at = 0, 0, -1, 0, None
+  for _ in range(MAX_ITERATIONS_PER_WEIGHT * n):
+    if stop_at is None and sent >= num_nonzero:
+      stop_at = len(gaps) + int(round(extra * len(gaps)))
+    if stop_at is not None and len(gaps) >= stop_at:
+      break
+    threshold = threshold_at(n, beta, octaves, steps)
+    i = _find_next(residual, pos, threshold, chunk) if gaps else -1
+    if i < 0:
+      positive = residual[residual > 0]
+      if not positive.size:
+        break  # Nothing left to describe.
+      k = min(rank, positive.size)
+      target = np.partition(positive, positive.size - k)[positive.size - k]
+      j = int(np.floor(REFRESH_STEPS * np.log2(threshold / target))) + 1
+      gaps.append(0)
+      refreshes.append(j)
+      octaves, steps = octaves + j, 0
+      continue
+    gaps.append((i - pos) % n or n)
+    residual[i] -= threshold
+    sent += not is_sent[i]
+    is_sent[i] = True
+    pos, steps = i, steps + 1
+  return np.asarray(gaps, np.int64), np.asarray(refreshes, np.int64)
+
+
+def threshold_at(n, beta, refresh_total, steps):
+  """T after refreshes summing to refresh_total and `steps` sends since the last one."""
+  return np.log(n / beta) / (n * 2.0**(refresh_total / REFRESH_STEPS)
+                             * growth(n, beta)**steps)
+
+
+def decode_magnitudes(n, beta, gaps, refreshes):
+  """The decoder's reconstruction of x [n] (float64) from the gaps and refresh steps."""
+  gaps, refreshes = np.asarray(gaps, np.int64), np.asarray(refreshes, np.int64)
+  is_refresh = gaps == 0
+  if int(is_refresh.sum()) != len(refreshes):
+    raise ErpError(f'surp code has {int(is_refresh.sum())} refreshes but {len(refreshes)} '
+                   'refresh steps')
+  if np.any(gaps < 0) or np.any(gaps > n) or np.any(refreshes[1:] < 1) or (
+      len(gaps) and gaps[0] != 0):
+    raise ErpError('surp code: gap or refresh step out of range')
+  # Segment s (after s refreshes) starts at the threshold of the refresh total so
+  # far; the j-th send in it uses threshold_at(.., total_s, j).
+  segment = np.cumsum(is_refresh)
+  total = np.concatenate([[0], np.cumsum(refreshes)])[segment]
+  sends = ~is_refresh
+  sends_before = np.cumsum(sends) - sends
+  first_send = np.concatenate([[0], sends_before[is_refresh]])[segment]
+  thresholds = threshold_at(n, beta, total, sends_before - first_send)
+  positions = (np.cumsum(gaps) - 1) % n
+  x = np.zeros(n)
+  np.add.at(x, positions[sends], thresholds[sends])
+  return x
+
+
+def _pack_low_bits(gaps):
+  """Bits below the leading one of every gap >= 2, MSB first, packed into bytes."""
+  widths = np.maximum(_bit_length(gaps) - 1, 0)
+  offsets = np.concatenate([[0], np.cumsum(widths)])
+  bits = np.zeros(int(offsets[-1]), np.uint8)
+  for t in range(int(widths.max(initial=0))):
+    has = widths > t
+    bits[offsets[:-1][has] + t] = (gaps[has] >> (widths[has] - 1 - t)) & 1
+  return np.packbits(bits).tobytes()
+
+
+def _unpack_low_bits(lengths, blob):
+  """Gaps from their bit lengths and _pack_low_bits's bytes."""
+  widths = np.maximum(lengths - 1, 0)
+  offsets = np.concatenate([[0], np.cumsum(widths)])
+  if len(blob) != (int(offsets[-1]) + 7) // 8:
+    raise ErpError(f'surp code: {len(blob)} bytes of gap bits, expected '
+                   f'{(int(offsets[-1]) + 7) // 8}')
+  bits = np.unpackbits(np.frombuffer(blob, np.uint8)).astype(np.int64)
+  gaps = np.where(lengths > 0, np.int64(1) << np.maximum(lengths - 1, 0), 0)
+  for t in range(int(widths.max(initial=0))):
+    has = widths > t
+    gaps[has] |= bits[offsets[:-1][has] + t] << (widths[has] - 1 - t)
+  return gaps
+
+
+def _bit_length(v):
+  v = np.asarray(v, np.int64)
+  return np.where(v > 0, np.floor(np.log2(np.maximum(v, 1))).astype(np.int64) + 1, 0)
+
+
+def encode_tensor(w, sparsity, beta, extra=0.0):
+  """(payload bytes, stats) of a weight tensor coded to the given sparsity."""
+  w = np.asarray(w, np.float32).ravel()
+  l1 = np.float32(np.abs(w.astype(np.float64)).sum())
+  beta = float(np.float32(beta))
+  if l1 == 0:
+    gaps, refreshes = np.zeros(0, np.int64), np.zeros(0, np.int64)
+  else:
+    num_nonzero = min(int(np.ceil((1 - sparsity) * w.size)), int(np.count_nonzero(w)))
+    gaps, refreshes = encode_magnitudes(np.abs(w.astype(np.float64)) / float(l1), num_nonzero,
+                                      beta, extra)
+  x = decode_magnitudes(w.size, beta, gaps, refreshes)
+  nonzero = np.flatnonzero(x)
+  lengths = _bit_length(gaps)
+  out = container.Writer().f32([l1, beta]).varint(len(gaps))
+  lo, counts = coding.empirical_table(lengths)
+  coding.write_coded(out, lengths, lo, counts)
+  out.blob(_pack_low_bits(gaps))
+  out.varint(len(refreshes))
+  coding.write_coded(out, refreshes, *coding.empirical_table(refreshes))
+  out.blob(np.packbits(w[nonzero] < 0).tobytes())
+  payload = out.getvalue()
+  return payload, {'iterations': int((gaps > 0).sum()), 'refreshes': len(refreshes),
+                   'nonzero': len(nonzero), 'payload_bytes': len(payload)}
+
+
+def decode_tensor(payload, shape, what='surp group'):
+  """float32 [shape] from encode_tensor's payload."""
+  n = int(np.prod(shape))
+  r = container.Reader(payload, what)
+  l1, beta = (float(v) for v in r.f32(2))
+  num_gaps = r.varint(MAX_ITERATIONS_PER_WEIGHT * max(n, 1))
+  lengths = coding.read_coded(r, num_gaps, what)
+  if np.any(lengths < 0) or np.any(lengths > n.bit_length()):
+    raise ErpError(f'{what}: gap length out of range')
+  gaps = _unpack_low_bits(lengths, r.blob())
+  refreshes = coding.read_coded(r, r.varint(num_gaps), what)
+  signs = r.blob()
+  r.done()
+  if not (np.isfinite(l1) and l1 >= 0 and np.isfinite(beta) and 0 < beta < max(n, 1)):
+    raise ErpError(f'{what}: invalid norm {l1} or beta {beta}')
+  x = decode_magnitudes(n, beta, gaps, refreshes) if num_gaps else np.zeros(n)
+  nonzero = np.flatnonzero(x)
+  if len(signs) != (len(nonzero) + 7) // 8:
+    raise ErpError(f'{what}: {len(signs)} bytes of signs for {len(nonzero)} nonzero weights')
+  negative = np.unpackbits(np.frombuffer(signs, np.uint8))[:len(nonzero)].astype(bool)
+  w = np.zeros(n)
+  w[nonzero] = np.where(negative, -x[nonzero], x[nonzero]) * l1
+  return w.astype(np.float32).reshape(shape)
