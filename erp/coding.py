@@ -190,13 +190,10 @@ def write_coded(writer, values, lo, counts):
 
 
 def read_coded(reader, num_values, what, precision_limit=24):
-  """int64 [num_values] that write_coded appended; a bad table is an ErpError naming what."""
-  values, _ = read_coded_stream(reader, num_values, what, precision_limit)
-  return values
+  """(values int64 [num_values], stream bytes) that write_coded appended.
 
-
-def read_coded_stream(reader, num_values, what, precision_limit=24):
-  """(values int64 [num_values], stream bytes) that write_coded appended."""
+  A malformed table or stream is an ErpError naming `what`.
+  """
   lo = reader.sint()
   num_symbols = reader.varint(MAX_TABLE)
   counts = np.array([reader.varint(1 << precision_limit) for _ in range(num_symbols)], np.int64)

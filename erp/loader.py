@@ -39,8 +39,8 @@ def read_group(payload, leaf, precision_limit=24):
   decoder = {'log_step': jnp.asarray(r.f32(int(np.prod(step_shape))).reshape(step_shape))}
   if reparam.has_shift(shape):
     decoder['shift'] = jnp.asarray(r.f32(1)[0])
-  values, stream = coding.read_coded_stream(r, int(np.prod(shape)), f'group {leaf["path"]}',
-                                            precision_limit)
+  values, stream = coding.read_coded(r, int(np.prod(shape)), f'group {leaf["path"]}',
+                                     precision_limit)
   r.done()
   return values.reshape(shape), decoder, stream
 

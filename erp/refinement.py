@@ -84,13 +84,13 @@ def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
   rate_growth, rank = growth(n, beta), min(int(np.ceil(beta)), n)
   chunk = max(256, int(4 * n / beta))
   gaps, refreshes = [], []
-  octaves, steps, pos, sent, stop_at = 0, 0, -1, 0, None
+  refresh_total, steps, pos, sent, stop_at = 0, 0, -1, 0, None
   for _ in range(MAX_ITERATIONS_PER_WEIGHT * n):
     if stop_at is None and sent >= num_nonzero:
       stop_at = len(gaps) + int(round(extra * len(gaps)))
     if stop_at is not None and len(gaps) >= stop_at:
       break
-    threshold = threshold_at(n, beta, octaves, steps)
+    threshold = threshold_at(n, beta, refresh_total, steps)
     i = _find_next(residual, pos, threshold, chunk) if gaps else -1
     if i < 0:
       positive = residual[residual > 0]
@@ -101,7 +101,7 @@ def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
       j = int(np.floor(REFRESH_STEPS * np.log2(threshold / target))) + 1
       gaps.append(0)
       refreshes.append(j)
-      octaves, steps = octaves + j, 0
+      refresh_total, steps = refresh_total + j, 0
       continue
     gaps.append((i - pos) % n or n)
     residual[i] -= threshold
@@ -204,11 +204,11 @@ def decode_tensor(payload, shape, what='surp group'):
   r = container.Reader(payload, what)
   l1, beta = (float(v) for v in r.f32(2))
   num_gaps = r.varint(MAX_ITERATIONS_PER_WEIGHT * max(n, 1))
-  lengths = coding.read_coded(r, num_gaps, what)
+  lengths, _ = coding.read_coded(r, num_gaps, what)
   if np.any(lengths < 0) or np.any(lengths > n.bit_length()):
     raise ErpError(f'{what}: gap length out of range')
   gaps = _unpack_low_bits(lengths, r.blob())
-  refreshes = coding.read_coded(r, r.varint(num_gaps), what)
+  refreshes, _ = coding.read_coded(r, r.varint(num_gaps), what)
   signs = r.blob()
   r.done()
   if not (np.isfinite(l1) and l1 >= 0 and np.isfinite(beta) and 0 < beta < max(n, 1)):

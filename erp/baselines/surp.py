@@ -6,8 +6,9 @@ python -m erp.baselines.surp --config configs/mnist_lenet300.py --workdir DIR \
 "An Information-Theoretic Justification for Model Pruning" (AISTATS 2022,
 arXiv 2102.08329): rate-distortion theory says a good code of Laplacian-like
 weights is a pruned one, and its successive-refinement algorithm (the code is
-erp.refinement) gives both the pruned model and its bit string. As the paper
-does for its experiments, pruning is interleaved with retraining:
+erp.refinement) gives both the pruned model and its bit string. Pruning is
+interleaved with retraining (our reading of the paper's experiments; the
+schedule is ours):
 1. For r = 1..surp.rounds, each kernel (rank >= 2) is replaced by its SuRP
    reconstruction at density (1 - sparsity)**(r / rounds); the network is
    retrained surp.retrain_epochs with Adam (cosine decay from surp.lr), the
@@ -16,8 +17,8 @@ does for its experiments, pruning is interleaved with retraining:
    weight is sent, then surp.refine times as many again to refine their values
    (the knob trading bits for precision, since the final values are not
    retrained; zeros of the retrained kernels cannot be sent, so these extra
-   iterations only refine). Biases go on a uniform grid (surp.bias_rel_step * std) coded
-   with their histogram, as in the other baselines.
+   iterations only refine). Biases go on a uniform grid (surp.bias_rel_step *
+   std) coded with their histogram, as in the other baselines.
 Our choices where the paper is silent: the geometric density schedule, the
 rounds and epochs, beta = surp.beta_scale * ln(n) per tensor (scale 1 gave
 the smallest file and error of 1, 3, 10, 100 on LeNet-300-100/MNIST at
@@ -26,6 +27,7 @@ sparsity 0.95, refine 0), and those of erp.refinement.
 import time
 
 import numpy as np
+from flax import traverse_util
 
 from erp import container
 from erp import data
@@ -54,7 +56,7 @@ def reconstruct(params, config, density):
 
 
 def with_params(variables, flat):
-  from flax import traverse_util
+  """variables with params replaced by a flat {path: value} dict."""
   return dict(variables, params=traverse_util.unflatten_dict(flat, sep='/'))
 
 
