@@ -73,6 +73,19 @@ def base_config():
   c.surp.refine = 0.0  # Extra refinement iterations, as a fraction of those to reach sparsity.
   c.surp.bias_rel_step = 0.1  # Uniform grid of the other leaves (biases) / their std.
 
+  c.miracle = ml_collections.ConfigDict()
+  c.miracle.bits = 10  # Per block: the index of one of 2**bits candidates (paper's LeNet-5: 10).
+  c.miracle.block_size = 10  # Variables per block (ibid.: 30); the rate knob with max_vars.
+  c.miracle.max_vars = 40000  # Hashing: a leaf of n weights gets ~min(n, max_vars) variables.
+  c.miracle.pretrain_epochs = 1  # Cross-entropy only.
+  c.miracle.kl_epochs = 20  # Cross-entropy + adaptive KL penalties.
+  c.miracle.blocks_per_round = 32  # Blocks coded between retraining rounds.
+  c.miracle.retrain_steps = 8  # Steps per retraining round.
+  c.miracle.lr = 1e-3
+  c.miracle.init_log_sigma = -6.0
+  c.miracle.beta_init = 1e-5  # Initial KL penalty per nat (~1/num_train, the ELBO's weight).
+  c.miracle.beta_step = 1.002  # Per-step factor of the adaptive KL penalties.
+
   c.export = ml_collections.ConfigDict()
   c.export.table = 'empirical'  # Coding tables: latents' histogram, or 'prior' (learned).
   c.export.float_dtype = 'float32'  # Precision of uncompressed leaves in the file.

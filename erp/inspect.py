@@ -4,6 +4,7 @@ import sys
 
 from erp import container
 from erp import loader
+from erp import random_code
 from erp import refinement
 from erp.errors import ErpError
 
@@ -22,8 +23,9 @@ def group_rows(path):
       values, _, stream = loader.read_group(payload, leaf)
       row.update(coded_bits=8 * len(stream), bits_per_value=8 * len(stream) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
-    elif leaf['kind'] == 'surp':  # The whole section is the code.
-      values = refinement.decode_tensor(payload, tuple(leaf['shape']))
+    elif leaf['kind'] in ('surp', 'miracle'):  # The whole section is the code.
+      values = (refinement.decode_tensor(payload, tuple(leaf['shape'])) if leaf['kind'] == 'surp'
+                else random_code.decode_leaf(payload, tuple(leaf['shape']), leaf['path']))
       row.update(coded_bits=8 * len(payload), bits_per_value=8 * len(payload) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
     rows.append(row)

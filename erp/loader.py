@@ -9,6 +9,7 @@ from erp import config as config_lib
 from erp import container
 from erp import data
 from erp import models
+from erp import random_code
 from erp import refinement
 from erp import reparam
 from erp.errors import ErpError
@@ -99,6 +100,8 @@ def load_bytes(blob):
       elif leaf['kind'] == 'surp' and kind == container.GROUP:
         value = jnp.asarray(refinement.decode_tensor(payload, tuple(leaf['shape']),
                                                      f'surp group {leaf["path"]}'))
+      elif leaf['kind'] == 'miracle' and kind == container.GROUP:
+        value = jnp.asarray(random_code.decode_leaf(payload, tuple(leaf['shape']), leaf['path']))
       else:
         raise ErpError(f'leaf {leaf["path"]}: kind {leaf["kind"]!r} does not match its section')
       flat.setdefault(leaf['collection'], {})[leaf['path']] = value

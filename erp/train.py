@@ -119,6 +119,15 @@ def make_optimizer(config, total_steps, steps_per_epoch):
       }, lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()})
 
 
+def apply_train(model, params, batch_stats, images):
+  """(logits, updated batch_stats) of the model in training mode."""
+  if not batch_stats:
+    return model.apply({'params': params}, images, train=True), batch_stats
+  logits, updated = model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                train=True, mutable=['batch_stats'])
+  return logits, updated['batch_stats']
+
+
 def make_train_step(config, model, ds, kinds, tx, num_train, param_transform=None):
   """jit(state, images_all, labels_all, batch_idx [batch]) -> (state, metrics).
 
@@ -133,13 +142,7 @@ def make_train_step(config, model, ds, kinds, tx, num_train, param_transform=Non
     params = reparam.decode(kinds, trainable)
     if param_transform is not None:
       params = param_transform(params)
-    variables = {'params': params}
-    if batch_stats:
-      variables['batch_stats'] = batch_stats
-      logits, updated = model.apply(variables, images, train=True, mutable=['batch_stats'])
-      batch_stats = updated['batch_stats']
-    else:
-      logits = model.apply(variables, images, train=True)
+    logits, batch_stats = apply_train(model, params, batch_stats, images)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     bits = priors.training_bits(trainable['latents'], trainable['priors'], rng,
                                 config.rd.prior_samples)

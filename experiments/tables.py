@@ -25,6 +25,8 @@ def setting(r):
       'prune': lambda: f'sparsity={c["prune"]["sparsity"]:g} step={c["prune"]["rel_step"]:g}σ',
       'surp': lambda: (f'sparsity={c["surp"]["sparsity"]:g} β={c["surp"]["beta_scale"]:g}·ln n '
                        f'refine={c["surp"]["refine"]:g}'),
+      'miracle': lambda: (f'{c["miracle"]["bits"]} bits/{c["miracle"]["block_size"]} vars, '
+                          f'≤{c["miracle"]["max_vars"]} vars/leaf'),
   }.get(r['method'], lambda: '')()
 
 

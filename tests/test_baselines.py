@@ -109,3 +109,28 @@ def test_surp_file_is_pruned_retrained_and_decodes(float_run, tmp_path):
   assert result['export']['error_pct'] < result['retrained_error_pct'] + 1.0
   assert result['export']['error_pct'] < float_result['test_error_pct'] + 5.0
   assert result['export']['num_bytes'] < 266_610  # Under 8 bits per weight.
+
+
+def test_miracle_file_is_the_sent_indices_and_decodes(float_run, tmp_path):
+  from erp.baselines import miracle
+  config, float_result = float_run
+  m = config.miracle
+  m.max_vars, m.block_size, m.bits = 60000, 2, 8  # 4 bits per variable: a loose budget.
+  m.pretrain_epochs, m.kl_epochs, m.blocks_per_round, m.retrain_steps = 0, 1, 8192, 2
+  m.beta_step = 1.005  # One short epoch: let the penalties adapt fast.
+  result = miracle.run(config, str(tmp_path))
+  blob = (tmp_path / 'model.erp').read_bytes()
+  header, sections = container.read(blob)
+  assert header['method'] == 'miracle'
+  assert {leaf[1] for leaf in header['leaves']} == {'miracle'}
+  # The file is the indices (bits per block) plus a few bytes per leaf and the header.
+  assert result['index_bits'] == result['num_blocks'] * 8
+  assert sum(len(p) for _, p in sections) <= result['index_bits'] / 8 + 6 * 11
+  _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
+  kernel = np.asarray(_flat(variables['params'])[('Dense_0', 'kernel')])
+  lay = miracle.layout(config, 'Dense_0/kernel', kernel.size)
+  assert lay['num_vars'] == 58800  # 235,200 weights in buckets of 4.
+  pairs = np.stack([lay['rank'] % lay['num_vars'], kernel.ravel() * lay['sign']], 1)
+  assert len(np.unique(pairs, axis=0)) == lay['num_vars']  # One variable per hash bucket.
+  # A generous budget: the sampled network keeps the float run's accuracy.
+  assert result['export']['error_pct'] < float_result['test_error_pct'] + 1.0

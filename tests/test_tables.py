@@ -43,3 +43,16 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
 def test_every_published_row_names_its_source():
   for p in tables.published():
     assert p['source'] and p['num_bytes'] > 0 and 0 < p['error_pct'] < 100
+
+
+def test_each_baseline_row_names_its_rate_setting(tmp_path):
+  config = {'train': {'num_epochs': 3},
+            'prune': {'sparsity': 0.9, 'rel_step': 0.5},
+            'surp': {'sparsity': 0.95, 'beta_scale': 1.0, 'refine': 0.0},
+            'miracle': {'bits': 10, 'block_size': 20, 'max_vars': 40000}}
+  for method in ('prune', 'surp', 'miracle'):
+    _write(tmp_path, 'mnist', f'run_{method}', method, 5000, 2.0, config)
+  settings = {r['method']: r['setting'] for r in tables.rows(str(tmp_path))}
+  assert settings == {'prune': 'sparsity=0.9 step=0.5σ',
+                      'surp': 'sparsity=0.95 β=1·ln n refine=0',
+                      'miracle': '10 bits/20 vars, ≤40000 vars/leaf'}

@@ -1,0 +1,171 @@
+"""Minimal random coding of Gaussian weight blocks (MIRACLE's code), replayed by the loader.
+
+Havasi, Peharz, Hernandez-Lobato, "Minimal Random Code Learning: Getting Bits
+Back from Compressed Model Parameters" (ICLR 2019, arXiv 1810.00440).
+
+A leaf of n weights is held as num_vars = ceil(n / hash_group) variables, the
+hashing trick (Chen et al. 2015): weight j = sign_j * v[bucket_j], the buckets
+(as equal as possible) and signs drawn from the file's seed. The variables are
+padded to num_blocks * block_size and cut into consecutive blocks; since the
+buckets are random, a block holds weights from all over the leaf.
+
+Block b is sent as one index k < 2**bits. Candidate k is sigma_p * z, with
+z ~ N(0, I[block_size]) drawn from the key (seed, leaf path, b, k) and sigma_p
+the leaf's encoding scale: the candidates are samples of the encoding
+distribution p = N(0, sigma_p^2). The encoder draws k with probability
+proportional to q(w_k) / p(w_k), an importance sample of the variational
+posterior q, so each block costs exactly `bits` bits (about KL(q||p) when the
+training budget holds) and the decoder needs only (seed, sigma_p, indices).
+
+Section layout: seed, num_vars, block_size, bits (varints), log sigma_p
+(float32), then the indices as num_blocks * bits bits, most significant first,
+zero-padded to a byte.
+"""
+import functools
+import math
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from erp import container
+from erp.errors import ErpError
+
+MAX_BITS = 24  # 2**24 candidates per block is already far beyond what encoding can afford.
+
+
+def num_blocks(num_vars, block_size):
+  return -(-num_vars // block_size)
+
+
+def leaf_key(seed, path):
+  """The key of one leaf: the file's seed folded with a checksum of the leaf's path."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+
+
+def _splitmix64(x):
+  """SplitMix64's output function on uint64 arrays: integer-exact on every platform."""
+  x = x + np.uint64(0x9E3779B97F4A7C15)
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def hashing(seed, path, n, num_vars):
+  """(rank int32 [n], sign float32 [n]): weight j = sign[j] * variable[rank[j] % num_vars].
+
+  rank is a random permutation (buckets differ in size by at most one), drawn
+  with integer hashing of (seed, path, j) so it is the same on every machine.
+  """
+  if not 1 <= num_vars <= n:
+    raise ErpError(f'need 1 <= num_vars <= n; got {num_vars} variables for {n} weights')
+  with np.errstate(over='ignore'):  # uint64 arithmetic wraps, as SplitMix64 intends.
+    base = _splitmix64(np.uint64(seed) ^ (np.uint64(zlib.crc32(path.encode())) << np.uint64(32)))
+    h = _splitmix64(base + np.arange(n, dtype=np.uint64))
+    rank = np.argsort(h, kind='stable').astype(np.int32)
+    sign = np.where(_splitmix64(h) >> np.uint64(63), np.float32(1), np.float32(-1))
+  return rank, sign
+
+
+def _candidate(key, block, index, block_size):
+  """z ~ N(0, I[block_size]) of one (block, index): the shared randomness."""
+  k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, 1), block), index)
+  return jax.random.normal(k, (block_size,), jnp.float32)
+
+
+def _block_logits(key, block, mu, sigma, scale, bits):
+  """log q(w_k) - log p(w_k) + const for every candidate k of one block."""
+  z = jax.vmap(lambda k: _candidate(key, block, k, mu.shape[0]))(jnp.arange(2**bits))
+  w = scale * z
+  return -jnp.sum(jnp.square((w - mu) / sigma), -1) / 2 + jnp.sum(jnp.square(z), -1) / 2
+
+
+def choose(key, blocks, mu, sigma, scale, bits, rng):
+  """Indices int32 [g] of g blocks: k ~ q(w_k)/p(w_k) over the 2**bits candidates.
+
+  blocks int32 [g], mu and sigma [g, block_size], scale = sigma_p (scalar).
+  """
+  logits = _batched_logits(key, blocks, mu, sigma, scale, bits)
+  return np.asarray(jax.random.categorical(rng, logits, axis=-1), np.int32)
+
+
+_batched_logits = jax.jit(jax.vmap(_block_logits, in_axes=(None, 0, 0, 0, None, None)),
+                          static_argnums=5)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _block_values(key, blocks, indices, block_size, scale):
+  return jax.vmap(lambda b, k: scale * _candidate(key, b, k, block_size))(blocks, indices)
+
+
+def block_values(key, blocks, indices, block_size, scale):
+  """float32 [g, block_size]: the variables that indices [g] select in blocks [g].
+
+  g is padded to a power of two (at least 1024) inside: one compilation for most files.
+  """
+  g = len(blocks)
+  size = max(1024, 1 << max(g - 1, 0).bit_length())
+  pad = lambda a: np.resize(np.asarray(a, np.int32), size) if g else np.zeros(size, np.int32)
+  return np.asarray(_block_values(key, pad(blocks), pad(indices), block_size,
+                                  jnp.float32(scale)))[:g]
+
+
+def scale_of(log_scale):
+  """sigma_p as encoder and decoder both compute it from the stored float32 log."""
+  return np.float32(np.exp(np.float32(log_scale)))
+
+
+def weights(variables, num_vars, rank, sign, shape):
+  """A leaf's weights [shape] from its variables (flat, at least num_vars long)."""
+  values = np.asarray(variables, np.float32).ravel()[:num_vars]
+  return (values[rank % num_vars] * sign).reshape(shape)
+
+
+def kl_nats(mu, sigma, scale):
+  """Elementwise KL(N(mu, sigma^2) || N(0, scale^2)) in nats."""
+  return jnp.log(scale / sigma) + (jnp.square(sigma) + jnp.square(mu)) / (2 * jnp.square(scale)) - 0.5
+
+
+def encode_leaf(seed, num_vars, block_size, bits, log_scale, indices):
+  """Section payload bytes of one leaf from its sent indices [num_blocks]."""
+  indices = np.asarray(indices, np.int64)
+  if len(indices) != num_blocks(num_vars, block_size) or not 1 <= bits <= MAX_BITS:
+    raise ValueError(f'{len(indices)} indices for {num_vars} variables in blocks of '
+                     f'{block_size} at {bits} bits')
+  if indices.size and (indices.min() < 0 or indices.max() >= 2**bits):
+    raise ValueError(f'indices must lie in [0, 2**{bits})')
+  w = container.Writer().varint(seed).varint(num_vars).varint(block_size).varint(bits)
+  w.f32(np.float32(log_scale))
+  bit_matrix = (indices[:, None] >> np.arange(bits - 1, -1, -1)) & 1
+  return w.raw(np.packbits(bit_matrix.astype(np.uint8).ravel()).tobytes()).getvalue()
+
+
+def read_leaf(payload, n, what='miracle group'):
+  """(seed, num_vars, block_size, bits, log_scale, indices int64) of a section, checked."""
+  r = container.Reader(payload, what)
+  seed, num_vars = r.varint(1 << 63), r.varint(n)
+  block_size, bits = r.varint(1 << 24), r.varint(MAX_BITS)
+  if num_vars < 1 or block_size < 1 or bits < 1:
+    raise ErpError(f'{what}: invalid layout ({num_vars} variables, blocks of {block_size}, '
+                   f'{bits} bits)')
+  log_scale = float(r.f32(1)[0])
+  if not math.isfinite(log_scale):
+    raise ErpError(f'{what}: encoding scale is not finite')
+  count = num_blocks(num_vars, block_size)
+  packed = np.frombuffer(r.raw(-(-count * bits // 8)), np.uint8)
+  r.done()
+  bit_matrix = np.unpackbits(packed)[:count * bits].reshape(count, bits).astype(np.int64)
+  indices = bit_matrix @ (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
+  return seed, num_vars, block_size, bits, log_scale, indices
+
+
+def decode_leaf(payload, shape, path, what=None):
+  """float32 weights [shape] of one MIRACLE section: hashing, candidates, indices replayed."""
+  n = int(np.prod(shape))
+  seed, num_vars, block_size, bits, log_scale, indices = read_leaf(
+      payload, n, what or f'miracle group {path}')
+  key = leaf_key(seed, path)
+  values = block_values(key, np.arange(len(indices)), indices, block_size, scale_of(log_scale))
+  rank, sign = hashing(seed, path, n, num_vars)
+  return weights(values, num_vars, rank, sign, shape)
