@@ -103,7 +103,7 @@ def _permute_fwd(x, rank, inverse):
 
 
 def _permute_bwd(inverse, g):
-  return g[inverse], None, None  # A gather: XLA's scatter-add is several times slower on CPU.
+  return g[inverse], None, None  # rank is a permutation: a gather, not a scatter-add.
 
 
 _permute.defvjp(_permute_fwd, _permute_bwd)
