@@ -1,11 +1,11 @@
 """python -m erp.inspect FILE: per-group table of what an .erp file holds."""
 import sys
 
+import numpy as np
+from flax import traverse_util
 
 from erp import container
 from erp import loader
-from erp import random_code
-from erp import refinement
 from erp.errors import ErpError
 
 
@@ -13,7 +13,9 @@ def group_rows(path):
   """One dict per leaf: path, shape, decoder, section bytes, coded bits, zeros."""
   with open(path, 'rb') as f:
     header, sections = container.read(f.read())
-  loader.load(path)  # Full validation first: a bad file fails here with its reason.
+  _, variables, _ = loader.load(path)  # Full validation first: a bad file fails here.
+  decoded = {(col, p): v for col in variables
+             for p, v in traverse_util.flatten_dict(variables[col], sep='/').items()}
   rows = []
   leaves = loader.parse_leaves(header)
   for leaf, (_, payload) in zip(leaves, sections):
@@ -24,8 +26,7 @@ def group_rows(path):
       row.update(coded_bits=8 * len(stream), bits_per_value=8 * len(stream) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
     elif leaf['kind'] in ('surp', 'miracle'):  # The whole section is the code.
-      values = (refinement.decode_tensor(payload, tuple(leaf['shape'])) if leaf['kind'] == 'surp'
-                else random_code.decode_leaf(payload, tuple(leaf['shape']), leaf['path']))
+      values = np.asarray(decoded[(leaf['collection'], leaf['path'])])
       row.update(coded_bits=8 * len(payload), bits_per_value=8 * len(payload) / max(values.size, 1),
                  zero_fraction=float((values == 0).mean()))
     rows.append(row)

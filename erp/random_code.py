@@ -160,11 +160,11 @@ def read_leaf(payload, n, what='miracle group'):
   return seed, num_vars, block_size, bits, log_scale, indices
 
 
-def decode_leaf(payload, shape, path, what=None):
+def decode_leaf(payload, shape, path):
   """float32 weights [shape] of one MIRACLE section: hashing, candidates, indices replayed."""
   n = int(np.prod(shape))
   seed, num_vars, block_size, bits, log_scale, indices = read_leaf(
-      payload, n, what or f'miracle group {path}')
+      payload, n, f'miracle group {path}')
   key = leaf_key(seed, path)
   values = block_values(key, np.arange(len(indices)), indices, block_size, scale_of(log_scale))
   rank, sign = hashing(seed, path, n, num_vars)

@@ -128,7 +128,7 @@ def block_kl(trainable, path):
   return kl.sum(-1)
 
 
-def make_step(config, model, ds, statics, shapes, tx, num_train):
+def make_step(config, model, ds, statics, shapes, tx):
   """jit(trainable, opt_state, frozen, batch_stats, images, labels, idx, rng, kl_on,
   scale_on) -> (trainable, opt_state, frozen, batch_stats, metrics)."""
   m = config.miracle
@@ -212,7 +212,7 @@ def run(config, workdir):
 
   tx = optax.adam(m.lr)
   opt_state = tx.init(trainable)
-  step = make_step(config, model, ds, statics, shapes, tx, len(train_y))
+  step = make_step(config, model, ds, statics, shapes, tx)
   batch = config.train.batch_size
   steps_per_epoch = len(train_y) // batch
   rng = jax.random.PRNGKey(config.seed + 7)
@@ -245,6 +245,7 @@ def run(config, workdir):
   # Encoding: sigma_p fixed from here on, at the float32 value the file stores.
   log_scales = {p: np.float32(trainable['log_scale'][p]) for p in shapes}
   trainable['log_scale'] = {p: jnp.float32(v) for p, v in log_scales.items()}
+  scales = {p: random_code.scale_of(v) for p, v in log_scales.items()}
   keys = {p: random_code.leaf_key(config.seed, p) for p in shapes}
   order_rng = np.random.default_rng(config.seed + 11)
   queue = [(p, b) for p in sorted(shapes) for b in range(layouts[p]['num_blocks'])]
@@ -260,12 +261,10 @@ def run(config, workdir):
       rng, key = jax.random.split(rng)
       chosen = random_code.choose(
           keys[path], padded, trainable['mu'][path][padded],
-          jnp.exp(trainable['log_sigma'][path][padded]),
-          random_code.scale_of(log_scales[path]), m.bits, key)
+          jnp.exp(trainable['log_sigma'][path][padded]), scales[path], m.bits, key)
       chosen = chosen[np.arange(size) % len(blocks)]
       indices[path][blocks] = chosen[:len(blocks)]
-      values = random_code.block_values(keys[path], padded, chosen, m.block_size,
-                                        random_code.scale_of(log_scales[path]))
+      values = random_code.block_values(keys[path], padded, chosen, m.block_size, scales[path])
       frozen['value'][path] = frozen['value'][path].at[padded].set(values)
       frozen['fixed'][path] = frozen['fixed'][path].at[padded].set(True)
     if r + g < len(queue):
