@@ -1,11 +1,15 @@
 """Training step time with EPR vs the plain float step (same model, batch, machine, run).
 
-python benchmarks/step_time.py [--model lenet5] [--blocks 5] [--block 20] [--out FILE.json]
+python benchmarks/step_time.py [--model lenet5] [--rounds 15] [--block 20]
+    [--rate_table_points N] [--out FILE.json]
 
 Both steps come from erp.train.make_train_step; the float one is the same code
 with rd.enabled=False. Steps are dispatched back to back as erp.train does
-(asynchronously) in blocks of --block steps; reports the median per-step time
-over --blocks blocks after a warm-up, and the ratio; writes the record as JSON.
+(asynchronously) in blocks of --block steps. The shared 2-core machine's speed
+drifts by +-20 % over a minute, so the two steps are timed in alternating
+blocks (the order flipped every round) and the ratio is taken per round:
+drift then hits both sides of each ratio alike. Reports the median per-step
+time of each and the median of the per-round ratios; writes the record as JSON.
 """
 import argparse
 import json
@@ -22,26 +26,29 @@ from erp import data
 from erp import train
 
 
-def step_seconds(config, images, labels, blocks, block):
-  model, ds, kinds, trainable, batch_stats = train.setup(config)
-  tx = train.make_optimizer(config, 10_000, 100)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                           batch_stats=batch_stats, opt_state=tx.init(trainable),
-                           rng=jax.random.PRNGKey(0))
-  step = train.make_train_step(config, model, ds, kinds, tx, len(labels))
-  batch = config.train.batch_size
-  idx = jnp.asarray(np.arange(batch * block).reshape(block, batch) % len(labels))
-  for i in range(3):  # Compile and warm up.
-    state, _ = step(state, images, labels, idx[i])
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(blocks):
+class Stepper:
+  """One training step function and its state, timed a block of steps at a time."""
+
+  def __init__(self, config, images, labels, block):
+    model, ds, kinds, trainable, batch_stats = train.setup(config)
+    tx = train.make_optimizer(config, 10_000, 100)
+    self.state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                                  batch_stats=batch_stats, opt_state=tx.init(trainable),
+                                  rng=jax.random.PRNGKey(0))
+    self.step = train.make_train_step(config, model, ds, kinds, tx, len(labels))
+    batch = config.train.batch_size
+    self.idx = jnp.asarray(np.arange(batch * block).reshape(block, batch) % len(labels))
+    self.images, self.labels = images, labels
+    self.block_seconds(warmup=True)
+
+  def block_seconds(self, warmup=False):
+    """Seconds per step over one block (the first call compiles)."""
+    steps = 3 if warmup else len(self.idx)
     t0 = time.perf_counter()
-    for i in range(block):
-      state, metrics = step(state, images, labels, idx[i])
-    jax.block_until_ready(state)
-    times.append((time.perf_counter() - t0) / block)
-  return float(np.median(times))
+    for i in range(steps):
+      self.state, _ = self.step(self.state, self.images, self.labels, self.idx[i])
+    jax.block_until_ready(self.state)
+    return (time.perf_counter() - t0) / steps
 
 
 def main():
@@ -49,22 +56,34 @@ def main():
   p.add_argument('--model', default='lenet5')
   p.add_argument('--dataset', default='mnist')
   p.add_argument('--batch_size', type=int, default=128)
-  p.add_argument('--blocks', type=int, default=5)
+  p.add_argument('--rounds', type=int, default=15)
   p.add_argument('--block', type=int, default=20)
+  p.add_argument('--rate_table_points', type=int,
+                 default=config_lib.base_config().rd.rate_table_points,
+                 help='rd.rate_table_points of the EPR step (0: density evaluated per latent)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
-  config = config_lib.base_config()
-  config.model.name, config.data.name = args.model, args.dataset
-  config.train.batch_size = args.batch_size
   images, labels = data.load(args.dataset, 'train')
   images, labels = jnp.asarray(images), jnp.asarray(labels)
-  config.rd.enabled = False
-  float_s = step_seconds(config, images, labels, args.blocks, args.block)
-  config.rd.enabled = True
-  epr_s = step_seconds(config, images, labels, args.blocks, args.block)
+  steppers = {}
+  for enabled in (False, True):
+    config = config_lib.base_config()
+    config.model.name, config.data.name = args.model, args.dataset
+    config.train.batch_size = args.batch_size
+    config.rd.enabled = enabled
+    config.rd.rate_table_points = args.rate_table_points
+    steppers['epr' if enabled else 'float'] = Stepper(config, images, labels, args.block)
+  times = {'float': [], 'epr': []}
+  for r in range(args.rounds):
+    for name in (('float', 'epr') if r % 2 == 0 else ('epr', 'float')):
+      times[name].append(steppers[name].block_seconds())
+  ratios = np.array(times['epr']) / np.array(times['float'])
   record = {'model': args.model, 'dataset': args.dataset, 'batch_size': args.batch_size,
-            'steps_timed': args.blocks * args.block, 'float_step_ms': 1000 * float_s,
-            'epr_step_ms': 1000 * epr_s, 'ratio': epr_s / float_s,
+            'rate_table_points': args.rate_table_points, 'rounds': args.rounds, 'steps_per_block': args.block,
+            'float_step_ms': 1000 * float(np.median(times['float'])),
+            'epr_step_ms': 1000 * float(np.median(times['epr'])),
+            'ratio': float(np.median(ratios)),
+            'ratio_quartiles': [float(q) for q in np.percentile(ratios, [25, 75])],
             'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),
             'jax_version': jax.__version__, 'platform': platform.platform()}
   print(json.dumps(record))

@@ -53,13 +53,16 @@ def base_config():
   c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
   c.rd.prior_filters = (3, 3, 3)
   c.rd.prior_samples = 16384  # Elements per group for the priors' gradient; 0: all.
+  c.rd.rate_table_points = 16384  # In those larger groups, the latents' rate term reads
+  # the density from a table of this many points (priors.tabulated_bits); 0: evaluate it.
   c.rd.prior_init_scale = 10.0
 
   # Baselines (erp/baselines/), each starting from the float run in init_from.
   c.uniform = ml_collections.ConfigDict()
   c.uniform.rel_step = 0.5  # Quantization step / std of each tensor.
   c.prune = ml_collections.ConfigDict()
-  c.prune.sparsity = 0.9  # Fraction of each kernel's weights set to zero.
+  c.prune.sparsity = 0.9  # Fraction of kernel weights set to zero,
+  c.prune.scope = 'layer'  # of each kernel ('layer') or of all together ('global').
   c.prune.retrain_epochs = 10
   c.prune.quant_epochs = 2  # Fine-tuning through the quantizer.
   c.prune.lr = 1e-3

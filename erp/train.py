@@ -145,7 +145,7 @@ def make_train_step(config, model, ds, kinds, tx, num_train, param_transform=Non
     logits, batch_stats = apply_train(model, params, batch_stats, images)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     bits = priors.training_bits(trainable['latents'], trainable['priors'], rng,
-                                config.rd.prior_samples)
+                                config.rd.prior_samples, config.rd.rate_table_points)
     total_bits = sum(bits.values()) if bits else jnp.zeros(())
     loss = ce + lmbda * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()

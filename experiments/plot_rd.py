@@ -3,8 +3,9 @@
 python experiments/plot_rd.py [--results experiments/results] [--out_dir experiments/results]
 
 One figure per dataset and model: file size on a log axis against test error
-of the decoded file (log axis too), one line per method (points sorted by size), published
-operating points marked with their method name.
+of the decoded file (log axis too), one line per method (prune's global-threshold
+runs apart; points sorted by size), published operating points marked with
+their method name.
 """
 import argparse
 import os
@@ -20,9 +21,9 @@ MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'
 
 def plot(ours, pubs, dataset, model, path):
   fig, ax = plt.subplots(figsize=(6, 4.2))
-  for method in sorted({r['method'] for r in ours} - {'float'}):
-    pts = sorted((r['num_bytes'] / 1000, r['error_pct']) for r in ours if r['method'] == method)
-    ax.plot(*zip(*pts), marker=MARKERS.get(method, 'x'), label=f'{method} (erp)')
+  for series in sorted({r['series'] for r in ours if r['method'] != 'float'}):
+    pts = sorted((r['num_bytes'] / 1000, r['error_pct']) for r in ours if r['series'] == series)
+    ax.plot(*zip(*pts), marker=MARKERS.get(series.split()[0], 'x'), label=f'{series} (erp)')
   for r in ours:
     if r['method'] == 'float':
       ax.axhline(r['error_pct'], color='gray', ls=':', label=f'float32 ({r["num_bytes"] / 1000:.0f} KB)')

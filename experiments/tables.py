@@ -22,12 +22,24 @@ def setting(r):
   return {
       'epr': lambda: f'λ={c["rd"]["lmbda"]:g}',
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
-      'prune': lambda: f'sparsity={c["prune"]["sparsity"]:g} step={c["prune"]["rel_step"]:g}σ',
+      'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
+                        f'{" global" if c["prune"].get("scope") == "global" else ""}'
+                        f' step={c["prune"]["rel_step"]:g}σ'),
       'surp': lambda: (f'sparsity={c["surp"]["sparsity"]:g} β={c["surp"]["beta_scale"]:g}·ln n '
                        f'refine={c["surp"]["refine"]:g}'),
       'miracle': lambda: (f'{c["miracle"]["bits"]} bits/{c["miracle"]["block_size"]} vars, '
                           f'≤{c["miracle"]["max_vars"]} vars/leaf'),
   }.get(r['method'], lambda: '')()
+
+
+def epochs(r):
+  """Training epochs: EPR and float runs; MIRACLE's pretraining + KL epochs; '' otherwise."""
+  c = r['config']
+  if r['method'] in ('epr', 'float'):
+    return c['train']['num_epochs']
+  if r['method'] == 'miracle':
+    return c['miracle']['pretrain_epochs'] + c['miracle']['kl_epochs']
+  return ''
 
 
 def rows(results_dir):
@@ -41,7 +53,9 @@ def rows(results_dir):
         'dataset': r['dataset'], 'model': r['model'], 'method': r['method'],
         'run': os.path.basename(os.path.dirname(path)),
         'setting': setting(r),
-        'epochs': r['config']['train']['num_epochs'] if r['method'] in ('epr', 'float') else '',
+        'series': r['method'] + (' global' if r['method'] == 'prune'
+                                 and r['config']['prune'].get('scope') == 'global' else ''),
+        'epochs': epochs(r),
         'num_bytes': num_bytes,
         'float32_num_bytes': r['float32_num_bytes'],
         'error_pct': export['error_pct'] if export else r['test_error_pct'],

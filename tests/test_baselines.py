@@ -72,6 +72,20 @@ def test_magnitude_masks_drop_the_smallest_weights_of_kernels_only():
   assert np.abs(params['k'][masks['k'] == 0]).max() < np.abs(params['k'][masks['k'] == 1]).min()
 
 
+def test_global_magnitude_masks_share_one_threshold():
+  rng = np.random.default_rng(1)
+  params = {'big': rng.normal(size=(40, 50)), 'small': 10 * rng.normal(size=(5, 20)),
+            'b': rng.normal(size=(50,))}
+  masks = prune.magnitude_masks(params, 0.9, 'global')
+  assert masks['big'].sum() + masks['small'].sum() == 210 and masks['b'].sum() == 50
+  kept = np.concatenate([np.abs(params[p][masks[p] == 1]) for p in ('big', 'small')])
+  dropped = np.concatenate([np.abs(params[p][masks[p] == 0]) for p in ('big', 'small')])
+  assert dropped.max() < kept.min()
+  assert masks['small'].mean() > 0.5 > masks['big'].mean()  # The large-weight kernel survives.
+  with pytest.raises(ValueError, match='scope'):
+    prune.magnitude_masks(params, 0.9, 'per-channel')
+
+
 def test_pruned_file_keeps_the_sparsity_and_the_accuracy(float_run, tmp_path):
   config, float_result = float_run
   config.prune.sparsity, config.prune.retrain_epochs, config.prune.quant_epochs = 0.9, 1, 1

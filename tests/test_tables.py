@@ -49,10 +49,16 @@ def test_each_baseline_row_names_its_rate_setting(tmp_path):
   config = {'train': {'num_epochs': 3},
             'prune': {'sparsity': 0.9, 'rel_step': 0.5},
             'surp': {'sparsity': 0.95, 'beta_scale': 1.0, 'refine': 0.0},
-            'miracle': {'bits': 10, 'block_size': 20, 'max_vars': 40000}}
+            'miracle': {'bits': 10, 'block_size': 20, 'max_vars': 40000,
+                        'pretrain_epochs': 1, 'kl_epochs': 20}}
   for method in ('prune', 'surp', 'miracle'):
     _write(tmp_path, 'mnist', f'run_{method}', method, 5000, 2.0, config)
-  settings = {r['method']: r['setting'] for r in tables.rows(str(tmp_path))}
-  assert settings == {'prune': 'sparsity=0.9 step=0.5σ',
-                      'surp': 'sparsity=0.95 β=1·ln n refine=0',
-                      'miracle': '10 bits/20 vars, ≤40000 vars/leaf'}
+  config['prune']['scope'] = 'global'
+  _write(tmp_path, 'mnist', 'run_global', 'prune', 5000, 2.0, config)
+  rows = tables.rows(str(tmp_path))
+  settings = {r['run']: r['setting'] for r in rows}
+  assert settings == {'run_prune': 'sparsity=0.9 step=0.5σ',
+                      'run_global': 'sparsity=0.9 global step=0.5σ',
+                      'run_surp': 'sparsity=0.95 β=1·ln n refine=0',
+                      'run_miracle': '10 bits/20 vars, ≤40000 vars/leaf'}
+  assert {r['run']: r['epochs'] for r in rows}['run_miracle'] == 21
