@@ -79,7 +79,8 @@ def main():
       times[name].append(steppers[name].block_seconds())
   ratios = np.array(times['epr']) / np.array(times['float'])
   record = {'model': args.model, 'dataset': args.dataset, 'batch_size': args.batch_size,
-            'rate_table_points': args.rate_table_points, 'rounds': args.rounds, 'steps_per_block': args.block,
+            'rate_table_points': args.rate_table_points, 'rounds': args.rounds,
+            'steps_per_block': args.block,
             'float_step_ms': 1000 * float(np.median(times['float'])),
             'epr_step_ms': 1000 * float(np.median(times['epr'])),
             'ratio': float(np.median(ratios)),

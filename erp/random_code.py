@@ -81,13 +81,22 @@ def _block_logits(key, block, mu, sigma, scale, bits):
   return -jnp.sum(jnp.square((w - mu) / sigma), -1) / 2 + jnp.sum(jnp.square(z), -1) / 2
 
 
+def _cyclic_index(g, minimum=1):
+  """Indices [size] that repeat 0..g-1 up to a power of two >= minimum (g >= 1).
+
+  Batches padded this way reuse a few compiled shapes; the repeats are dropped.
+  """
+  return np.arange(max(minimum, 1 << (g - 1).bit_length())) % g
+
+
 def choose(key, blocks, mu, sigma, scale, bits, rng):
-  """Indices int32 [g] of g blocks: k ~ q(w_k)/p(w_k) over the 2**bits candidates.
+  """Indices int32 [g] of g >= 1 blocks: k ~ q(w_k)/p(w_k) over the 2**bits candidates.
 
   blocks int32 [g], mu and sigma [g, block_size], scale = sigma_p (scalar).
   """
-  logits = _batched_logits(key, blocks, mu, sigma, scale, bits)
-  return np.asarray(jax.random.categorical(rng, logits, axis=-1), np.int32)
+  pad = _cyclic_index(len(blocks))
+  logits = _batched_logits(key, np.asarray(blocks)[pad], mu[pad], sigma[pad], scale, bits)
+  return np.asarray(jax.random.categorical(rng, logits, axis=-1), np.int32)[:len(blocks)]
 
 
 _batched_logits = jax.jit(jax.vmap(_block_logits, in_axes=(None, 0, 0, 0, None, None)),
@@ -105,9 +114,11 @@ def block_values(key, blocks, indices, block_size, scale):
   g is padded to a power of two (at least 1024) inside: one compilation for most files.
   """
   g = len(blocks)
-  size = max(1024, 1 << max(g - 1, 0).bit_length())
-  pad = lambda a: np.resize(np.asarray(a, np.int32), size) if g else np.zeros(size, np.int32)
-  return np.asarray(_block_values(key, pad(blocks), pad(indices), block_size,
+  if not g:
+    return np.zeros((0, block_size), np.float32)
+  pad = _cyclic_index(g, 1024)
+  return np.asarray(_block_values(key, np.asarray(blocks, np.int32)[pad],
+                                  np.asarray(indices, np.int32)[pad], block_size,
                                   jnp.float32(scale)))[:g]
 
 

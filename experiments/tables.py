@@ -16,6 +16,11 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def global_prune(r):
+  """Whether a run pruned under one threshold over all kernels (prune.scope='global')."""
+  return r['method'] == 'prune' and r['config']['prune'].get('scope') == 'global'
+
+
 def setting(r):
   """The knob that sets a run's rate: lambda for EPR, the step/sparsity for baselines."""
   c = r['config']
@@ -23,7 +28,7 @@ def setting(r):
       'epr': lambda: f'λ={c["rd"]["lmbda"]:g}',
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
-                        f'{" global" if c["prune"].get("scope") == "global" else ""}'
+                        f'{" global" if global_prune(r) else ""}'
                         f' step={c["prune"]["rel_step"]:g}σ'),
       'surp': lambda: (f'sparsity={c["surp"]["sparsity"]:g} β={c["surp"]["beta_scale"]:g}·ln n '
                        f'refine={c["surp"]["refine"]:g}'),
@@ -53,8 +58,7 @@ def rows(results_dir):
         'dataset': r['dataset'], 'model': r['model'], 'method': r['method'],
         'run': os.path.basename(os.path.dirname(path)),
         'setting': setting(r),
-        'series': r['method'] + (' global' if r['method'] == 'prune'
-                                 and r['config']['prune'].get('scope') == 'global' else ''),
+        'series': r['method'] + (' global' if global_prune(r) else ''),
         'epochs': epochs(r),
         'num_bytes': num_bytes,
         'float32_num_bytes': r['float32_num_bytes'],

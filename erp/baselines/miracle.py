@@ -255,18 +255,14 @@ def run(config, workdir):
   for r in range(0, len(queue), g):
     for path in sorted({p for p, _ in queue[r:r + g]}):
       blocks = np.array([b for p, b in queue[r:r + g] if p == path])
-      # Few compiled shapes: the blocks repeated to a power of two, repeats ignored.
-      size = 1 << (len(blocks) - 1).bit_length()
-      padded = np.resize(blocks, size)
       rng, key = jax.random.split(rng)
       chosen = random_code.choose(
-          keys[path], padded, trainable['mu'][path][padded],
-          jnp.exp(trainable['log_sigma'][path][padded]), scales[path], m.bits, key)
-      chosen = chosen[np.arange(size) % len(blocks)]
-      indices[path][blocks] = chosen[:len(blocks)]
-      values = random_code.block_values(keys[path], padded, chosen, m.block_size, scales[path])
-      frozen['value'][path] = frozen['value'][path].at[padded].set(values)
-      frozen['fixed'][path] = frozen['fixed'][path].at[padded].set(True)
+          keys[path], blocks, trainable['mu'][path][blocks],
+          jnp.exp(trainable['log_sigma'][path][blocks]), scales[path], m.bits, key)
+      indices[path][blocks] = chosen
+      values = random_code.block_values(keys[path], blocks, chosen, m.block_size, scales[path])
+      frozen['value'][path] = frozen['value'][path].at[blocks].set(values)
+      frozen['fixed'][path] = frozen['fixed'][path].at[blocks].set(True)
     if r + g < len(queue):
       train_steps(m.retrain_steps, True, False)
     if (r // g) % 50 == 0:
