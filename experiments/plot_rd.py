@@ -4,7 +4,8 @@ python experiments/plot_rd.py [--results experiments/results] [--out_dir experim
 
 One figure per dataset and model: file size on a log axis against test error
 of the decoded file (log axis too), one line per method (prune's global-threshold
-runs apart; points sorted by size), published operating points marked with
+runs apart) through its runs that no other run of it beats in both size and
+error, every run as a faint marker, published operating points marked with
 their method name.
 """
 import argparse
@@ -19,11 +20,22 @@ import tables  # noqa: E402
 MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'}
 
 
+def front(points):
+  """The (size, error) points no other point beats in both: the curve a method reaches."""
+  out = []
+  for size, error in sorted(points):
+    if not out or error < out[-1][1]:
+      out.append((size, error))
+  return out
+
+
 def plot(ours, pubs, dataset, model, path):
   fig, ax = plt.subplots(figsize=(6, 4.2))
   for series in sorted({r['series'] for r in ours if r['method'] != 'float'}):
     pts = sorted((r['num_bytes'] / 1000, r['error_pct']) for r in ours if r['series'] == series)
-    ax.plot(*zip(*pts), marker=MARKERS.get(series.split()[0], 'x'), label=f'{series} (erp)')
+    marker = MARKERS.get(series.split()[0], 'x')
+    line, = ax.plot(*zip(*front(pts)), marker=marker, label=f'{series} (erp)')
+    ax.plot(*zip(*pts), marker=marker, ls='none', color=line.get_color(), alpha=0.4)
   for r in ours:
     if r['method'] == 'float':
       ax.axhline(r['error_pct'], color='gray', ls=':', label=f'float32 ({r["num_bytes"] / 1000:.0f} KB)')

@@ -62,3 +62,24 @@ def test_each_baseline_row_names_its_rate_setting(tmp_path):
                       'run_surp': 'sparsity=0.95 β=1·ln n refine=0',
                       'run_miracle': '10 bits/20 vars, ≤40000 vars/leaf'}
   assert {r['run']: r['epochs'] for r in rows}['run_miracle'] == 21
+
+
+def test_versus_finds_a_smaller_and_better_file_or_none(tmp_path):
+  config = {'train': {'num_epochs': 3}, 'rd': {'lmbda': 0.1}, 'uniform': {'rel_step': 0.5}}
+  _write(tmp_path, 'mnist', 'epr_big', 'epr', 20_000, 1.5, config)
+  _write(tmp_path, 'mnist', 'epr_small', 'epr', 8_000, 1.9, config)
+  _write(tmp_path, 'mnist', 'u_coarse', 'uniform', 40_000, 3.0, config)
+  _write(tmp_path, 'mnist', 'u_fine', 'uniform', 150_000, 1.4, config)
+  _write(tmp_path, 'mnist', 'u_tiny', 'uniform', 5_000, 80.0, config)
+  pairs = tables.versus(tables.rows(str(tmp_path)))
+  # Sorted by the uniform file's size; the smallest EPR file that is no larger and better.
+  assert [(b['run'], w and w['run']) for b, w in pairs] == [
+      ('u_tiny', None), ('u_coarse', 'epr_small'), ('u_fine', None)]
+  text = tables.versus_markdown(pairs)
+  assert '| u_coarse | 40.00 | 3.00 % | epr_small | 8.00 | 1.90 % |' in text
+  assert text.count('none: epr is not below uniform here') == 2
+
+
+def test_front_keeps_the_points_no_other_beats():
+  points = [(8.0, 1.9), (7.7, 2.1), (25.0, 1.8), (12.0, 2.0), (100.0, 1.5)]
+  assert plot_rd.front(points) == [(7.7, 2.1), (8.0, 1.9), (25.0, 1.8), (100.0, 1.5)]
