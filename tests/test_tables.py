@@ -71,13 +71,16 @@ def test_versus_finds_a_smaller_and_better_file_or_none(tmp_path):
   _write(tmp_path, 'mnist', 'u_coarse', 'uniform', 40_000, 3.0, config)
   _write(tmp_path, 'mnist', 'u_fine', 'uniform', 150_000, 1.4, config)
   _write(tmp_path, 'mnist', 'u_tiny', 'uniform', 5_000, 80.0, config)
-  pairs = tables.versus(tables.rows(str(tmp_path)))
-  # Sorted by the uniform file's size; the smallest EPR file that is no larger and better.
-  assert [(b['run'], w and w['run']) for b, w in pairs] == [
-      ('u_tiny', None), ('u_coarse', 'epr_small'), ('u_fine', None)]
-  text = tables.versus_markdown(pairs)
-  assert '| u_coarse | 40.00 | 3.00 % | epr_small | 8.00 | 1.90 % |' in text
-  assert text.count('none: epr is not below uniform here') == 2
+  triples = tables.versus(tables.rows(str(tmp_path)))
+  # Sorted by the uniform file's size; the smallest EPR file that is no larger and
+  # better, else the best EPR file no larger (to show the miss), else nothing.
+  assert [(b['run'], w and w['run'], best and best['run']) for b, w, best in triples] == [
+      ('u_tiny', None, None), ('u_coarse', 'epr_small', 'epr_big'),
+      ('u_fine', None, 'epr_big')]
+  text = tables.versus_markdown(triples)
+  assert '| u_coarse | 40.00 | 3.00 % | yes | epr_small | 8.00 | 1.90 % |' in text
+  assert '| u_fine | 150.00 | 1.40 % | **no** | epr_big | 20.00 | 1.50 % |' in text
+  assert text.count('**no**') == 2
 
 
 def test_front_keeps_the_points_no_other_beats():
