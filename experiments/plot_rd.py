@@ -60,8 +60,7 @@ def main():
   p.add_argument('--out_dir', default='experiments/results')
   args = p.parse_args()
   ours, pubs = tables.rows(args.results), tables.published()
-  for dataset, model in sorted({(r['dataset'], r['model']) for r in ours}):
-    mine = [r for r in ours if (r['dataset'], r['model']) == (dataset, model)]
+  for (dataset, model), mine in tables.panels(ours).items():
     if all(r['method'] == 'float' for r in mine):
       continue
     path = os.path.join(args.out_dir, dataset, f'rd_{model}.png')

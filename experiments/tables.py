@@ -98,6 +98,14 @@ def published_markdown(rows_, pubs):
   return '\n'.join(lines) + '\n'
 
 
+def panels(rows_):
+  """{(dataset, model): its rows}, sorted: one table section or figure each."""
+  out = {}
+  for r in rows_:
+    out.setdefault((r['dataset'], r['model']), []).append(r)
+  return dict(sorted(out.items()))
+
+
 def versus(rows_, method='epr', baseline='uniform'):
   """Does `method`'s curve lie below `baseline`'s at every one of the baseline's sizes?
 
@@ -108,8 +116,7 @@ def versus(rows_, method='epr', baseline='uniform'):
   decoded files rather than read off a plot.
   """
   out = []
-  for key in sorted({(r['dataset'], r['model']) for r in rows_}):
-    mine = [r for r in rows_ if (r['dataset'], r['model']) == key]
+  for mine in panels(rows_).values():
     ours = [r for r in mine if r['method'] == method]
     for b in sorted((r for r in mine if r['method'] == baseline), key=lambda r: r['num_bytes']):
       no_larger = [r for r in ours if r['num_bytes'] <= b['num_bytes']]
