@@ -23,6 +23,7 @@ import numpy as np
 
 from erp import config as config_lib
 from erp import data
+from erp import runs
 from erp import train
 
 
@@ -30,12 +31,12 @@ class Stepper:
   """One training step function and its state, timed a block of steps at a time."""
 
   def __init__(self, config, images, labels, block):
-    model, ds, kinds, trainable, batch_stats = train.setup(config)
+    model, ds, trainable, batch_stats = runs.setup(config)
     tx = train.make_optimizer(config, 10_000, 100)
     self.state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
                                   batch_stats=batch_stats, opt_state=tx.init(trainable),
                                   rng=jax.random.PRNGKey(0))
-    self.step = train.make_train_step(config, model, ds, kinds, tx, len(labels))
+    self.step = train.make_train_step(config, model, ds, tx, len(labels))
     batch = config.train.batch_size
     self.idx = jnp.asarray(np.arange(batch * block).reshape(block, batch) % len(labels))
     self.images, self.labels = images, labels

@@ -205,3 +205,10 @@ def read_coded(reader, num_values, what, precision_limit=24):
   escaped = np.array([reader.sint() for _ in range(reader.varint(num_values))], np.int64)
   stream = reader.blob()
   return decode(stream, num_values, lo, counts, escaped), stream
+
+
+def code_stats(coded_bits, values):
+  """{coded_bits, bits_per_value, zero_fraction} of a leaf's code and its values."""
+  values = np.asarray(values)
+  return {'coded_bits': int(coded_bits), 'bits_per_value': coded_bits / max(values.size, 1),
+          'zero_fraction': float((values == 0).mean()) if values.size else 0.0}

@@ -48,7 +48,7 @@ def base_config():
   c.rd.decoder_lr = 1e-3
   c.rd.prior_lr = 1e-3
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
-  c.rd.float_pattern = 'BatchNorm'  # Regex on param paths left uncompressed.
+  c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
   c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
   c.rd.prior_filters = (3, 3, 3)
@@ -120,17 +120,21 @@ def diff_from_base(config):
 
 
 def from_diff(diff):
-  """base_config() with a diff_from_base applied: the resolved config of a file."""
-  from erp.errors import ErpError
+  """base_config() with a diff_from_base applied: the config a file's run used.
+
+  The config is metadata, never needed to decode: keys this erp does not know
+  (renamed or removed since the file was written) and values of the wrong type
+  are skipped, so an old file still loads.
+  """
   config = base_config()
   for key, value in diff.items():
-    *parents, leaf = key.split('.')
+    *parents, leaf = str(key).split('.')
     node = config
     try:
       for p in parents:
         node = node[p]
       old = node[leaf]
-    except (KeyError, TypeError):
-      raise ErpError(f'unknown config key {key!r} in the file') from None
-    node[leaf] = tuple(value) if isinstance(old, tuple) else value
+      node[leaf] = tuple(value) if isinstance(old, tuple) else value
+    except (KeyError, TypeError, ValueError, AttributeError):
+      continue
   return config

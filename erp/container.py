@@ -6,10 +6,9 @@ Layout (all integers unsigned LEB128 varints unless said otherwise):
     section*           kind:u8  length  payload[length]  crc32(payload):u32le
     crc32 of every byte before it:u32le
 
-Section kinds: HEADER (zlib-compressed JSON: model, dataset, method, config,
-and the list of leaves with their kind, shape and collection), then one
-section per leaf in header order: GROUP (a range-coded latent tensor with its
-decoder params and integer table) or FLOAT (raw little-endian floats).
+Section kinds: HEADER (zlib-compressed JSON; what it holds is erp.file's
+business, by version), then one section per leaf in header order: GROUP (a
+coded tensor) or FLOAT (raw little-endian values).
 """
 import json
 import struct
@@ -20,7 +19,8 @@ import numpy as np
 from erp.errors import ErpError
 
 MAGIC = b'\x89ERP'
-VERSION = 1
+VERSION = 2  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 FLOAT_DTYPES = {'float32': '<f4', 'float16': '<f2'}
@@ -109,7 +109,7 @@ class Reader:
 
 
 def write(header, sections):
-  """bytes of a file: header dict + [(kind, payload bytes)] in header order."""
+  """bytes of a VERSION file: header dict + [(kind, payload bytes)] in header order."""
   w = Writer().raw(MAGIC).raw(bytes([VERSION]))
   body = [(HEADER, zlib.compress(json.dumps(header, separators=(',', ':'),
                                             sort_keys=True).encode(), 9))] + list(sections)
@@ -119,16 +119,24 @@ def write(header, sections):
   return data + struct.pack('<I', zlib.crc32(data))
 
 
+def _no_duplicates(pairs):
+  keys = [k for k, _ in pairs]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f'duplicate key in header object: {sorted(keys)}')
+  return dict(pairs)
+
+
 def read(data):
-  """(header dict, [(kind, payload bytes)]) of a file's bytes, all checks passed."""
+  """(version, header dict, [(kind, payload bytes)]) of a file's bytes, all checks passed."""
   if not isinstance(data, (bytes, bytearray)):
     raise ErpError('expected the bytes of an .erp file')
   data = bytes(data)
   if len(data) < len(MAGIC) + 1 + 4 or data[:len(MAGIC)] != MAGIC:
     raise ErpError('not an erp model file (bad magic bytes)')
   version = data[len(MAGIC)]
-  if version != VERSION:
-    raise ErpError(f'unsupported erp file format version {version} (this erp reads {VERSION})')
+  if version not in VERSIONS:
+    raise ErpError(f'unsupported erp file format version {version} (this erp reads '
+                   f'{", ".join(map(str, VERSIONS))})')
   (stored_crc,) = struct.unpack('<I', data[-4:])
   if zlib.crc32(data[:-4]) != stored_crc:
     raise ErpError('file checksum mismatch: the file is truncated or corrupted')
@@ -147,9 +155,9 @@ def read(data):
   if not sections or sections[0][0] != HEADER:
     raise ErpError('file has no header section')
   try:
-    header = json.loads(zlib.decompress(sections[0][1]).decode())
-  except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ErpError(f'malformed header: {e}') from None
+    header = json.loads(zlib.decompress(sections[0][1]).decode(), object_pairs_hook=_no_duplicates)
+  except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as e:
+    raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(header, dict):
     raise ErpError('malformed header: not a JSON object')
-  return header, sections[1:]
+  return version, header, sections[1:]

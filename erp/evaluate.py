@@ -35,17 +35,21 @@ def test_error(predict, variables, images, labels, batch_size=1000):
   return 100.0 * (n - correct) / n
 
 
-def evaluate_file(path, data_dir=None):
-  """The evaluate CLI's JSON record for one .erp file, on its dataset's test split."""
+def evaluate_file(path, data_dir=None, model_class=None):
+  """The evaluate CLI's JSON record for one erp run's file, on its dataset's test split.
+
+  The data location comes from the caller (data_dir, else $ERP_DATA_DIR), never
+  from the file.
+  """
   import time
-  from erp import container, loader, reparam
-  blob = loader.read_file(path)
+  from erp import file as file_lib, loader, reparam
+  blob = file_lib.read_file(path)
   t0 = time.time()
-  model, variables, config = loader.load_bytes(blob)
+  model, variables, config = loader.load_bytes(blob, model_class)
   decode_seconds = time.time() - t0
-  method = container.read(blob)[0].get('method', 'epr')
+  method = file_lib.parse(blob)[2].get('method', 'epr')
   ds = data.info(config.data.name)
-  images, labels = data.load(ds.name, 'test', data_dir or config.data.dir or None)
+  images, labels = data.load(ds.name, 'test', data_dir)
   error = test_error(make_predict(model, ds), variables, images, labels)
   return {
       'model': config.model.name,
@@ -64,25 +68,23 @@ def main(argv):
   import json
   import sys
   from absl import flags
-  from erp.errors import ErpError
   del argv
-  try:
-    record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir)
-  except ErpError as e:
-    print(f'erp: error: {e}', file=sys.stderr)
-    sys.exit(1)
-  print(f'{record["model"]} on {record["dataset"]}: test error {record["error_pct"]:.2f}% '
-        f'({record["num_examples"]} examples), file {record["num_bytes"]} bytes, '
-        f'decoded in {record["decode_seconds"]:.3f} s')
+  record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir, flags.FLAGS.model_class)
   if flags.FLAGS.json:
     print(json.dumps(record))
+  else:
+    print(f'{record["model"]} on {record["dataset"]}: test error {record["error_pct"]:.2f}% '
+          f'({record["num_examples"]} examples), file {record["num_bytes"]} bytes, '
+          f'decoded in {record["decode_seconds"]:.3f} s')
 
 
 if __name__ == '__main__':
-  from absl import app, flags
-  flags.DEFINE_string('model', None, 'An .erp model file.')
-  flags.DEFINE_bool('json', False, 'Print one JSON record as the last line.')
-  flags.DEFINE_string('data_dir', None, 'Dataset root; default the file\'s config, '
-                      'then $ERP_DATA_DIR.')
+  from absl import flags
+  from erp import cli
+  flags.DEFINE_string('model', None, 'An .erp model file written by an erp run.')
+  flags.DEFINE_bool('json', False, 'Print one JSON record (and nothing else) on stdout.')
+  flags.DEFINE_string('data_dir', None, 'Dataset root; default $ERP_DATA_DIR.')
+  flags.DEFINE_string('model_class', None, "The model as 'package.module:Class', for a file "
+                      'made with a model defined outside erp.')
   flags.mark_flag_as_required('model')
-  app.run(main)
+  cli.run(main)

@@ -1,13 +1,14 @@
-"""Exporter: a trained EPR state -> one range-coded .erp file.
+"""Export of an erp run: its EprState -> one .erp file, checked by decoding it (harness).
 
 python -m erp.export --workdir DIR [--out FILE] [--table prior]   (also run by erp.train)
 
-Each group's latents are rounded and range-coded with an integer table that
-is stored in the file. config.export.table picks its probabilities:
-'empirical' (default): the rounded latents' own histogram, which codes them in
-the fewest bytes, table included; 'prior': the learned prior's mass at each
-integer, as the paper codes them. Both choose the table precision (8..20 bits)
-that gives the smallest group.
+The file is written by the library (erp.file.save); the harness adds the
+metadata that lets erp.load rebuild its model and config (model name, width,
+dataset, method, the config fields that differ from erp.config.base_config()
+minus local paths). config.export.table picks the tables: 'empirical' (the
+rounded latents' own histogram, the fewest bytes) or 'prior' (the learned
+densities, as the paper codes them); config.export.float_dtype the precision
+of uncompressed leaves.
 """
 import json
 import os
@@ -19,157 +20,79 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 import erp
-from erp import coding
+from erp import cli
 from erp import config as config_lib
-from erp import container
-from erp import priors
+from erp import evaluate
+from erp import file as file_lib
+from erp import runs
+from erp import state as state_lib
+from erp import workdir as workdir_lib
+from erp.codecs import epr
 from erp.errors import ErpError
 
-FILE_NAME = 'model.erp'
+LOCAL_KEYS = ('data.dir', 'init_from')  # Never stored: paths of this machine.
 
 
-
-_probability_mass = jax.jit(priors.probability_mass)
-
-
-def _pmf_on(prior_params, lo, hi):
-  """Prior mass at lo..hi, evaluated on a power-of-two padded grid (few compilations)."""
-  n = hi - lo + 1
-  padded = lo + np.arange(1 << max(n - 1, 1).bit_length(), dtype=np.float32)
-  return np.asarray(_probability_mass(prior_params, jnp.asarray(padded)), np.float64)[:n]
+def metadata(config, method):
+  """What erp.load needs to rebuild an erp run's model and config; no local paths."""
+  diff = {k: v for k, v in config_lib.diff_from_base(config).items() if k not in LOCAL_KEYS}
+  return {'method': method, 'model': config.model.name, 'width': config.model.width,
+          'dataset': config.data.name, 'erp_version': erp.__version__, 'config': diff}
 
 
-def prior_table(prior_params, values):
-  """(lo, counts) of one group from its learned prior (the paper's coding model).
-
-  The prior's mass at the integers of the values' range, clipped to the prior's
-  central support (2**-22 tails), plus an escape symbol for the rest.
-  """
-  tail = 2.0**-22
-  q_lo = np.floor(priors.quantile(prior_params, tail))
-  q_hi = np.ceil(priors.quantile(prior_params, 1 - tail))
-  lo = int(max(values.min(), q_lo)) if values.size else 0
-  hi = int(min(values.max(), q_hi)) if values.size else 0
-  if hi < lo:  # Every value lies in the prior's tail: a table of one symbol.
-    lo = hi = int(np.round(np.median(values)))
-  pmf = _pmf_on(prior_params, lo, hi)
-  escape = max(1.0 - pmf.sum(), 0.0)
-  return lo, coding.best_precision(np.append(pmf, escape), values, lo)
-
-
-TABLES = ('empirical', 'prior')
-
-
-def group_payload(values, decoder, lo, counts):
-  """Payload bytes of one compressed group: decoder params, table, escapes, stream."""
-  w = container.Writer()
-  w.f32(np.ravel(decoder['log_step']))
-  if 'shift' in decoder:
-    w.f32([decoder['shift']])
-  stream, escaped = coding.write_coded(w, values, lo, counts)
-  payload = w.getvalue()
-  stats = {
-      'coded_bits': 8 * len(stream),
-      'ideal_bits': coding.ideal_bits(values, lo, counts),
-      'payload_bytes': len(payload),
-      'table_size': len(counts),
-      'table_precision': int(np.sum(counts)).bit_length() - 1,
-      'escapes': len(escaped),
-      'zero_fraction': float((values == 0).mean()) if values.size else 0.0,
+def rate_summary(trainable, float_dtype='float32'):
+  """Estimated bits per group at the rounded latents, total bytes, zero fraction."""
+  bits = {k: float(v) for k, v in state_lib.rate(trainable, per_group=True).items()}
+  float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
+                    for v in trainable.floats.values())
+  num_latents = sum(int(v.size) for v in trainable.latents.values())
+  zeros = sum(int((jnp.round(v) == 0).sum()) for v in trainable.latents.values())
+  total_bits = sum(bits.values())
+  return {
+      'group_bits': bits,
+      'latent_bits': total_bits,
+      'float_leaf_bytes': float_bytes,
+      'est_num_bytes': total_bits / 8 + float_bytes,
+      'zero_fraction': zeros / num_latents if num_latents else 0.0,
   }
-  return payload, stats
 
 
-def coded_group(latent, decoder, prior_params, table):
-  """(payload, stats) of one EPR group with the config's table source."""
-  values = np.asarray(jnp.round(latent), np.int64).ravel()
-  if table == 'empirical':
-    lo, counts = coding.empirical_table(values)
-  elif table == 'prior':
-    lo, counts = prior_table(prior_params, values)
-  else:
-    raise ErpError(f'unknown export.table {table!r}; known: {TABLES}')
-  return group_payload(values, decoder, lo, counts)
+def variables_of(trainable, batch_stats):
+  """The variables a model applies: decoded (rounded) params, and batch_stats if any."""
+  variables = {'params': state_lib.decode(trainable)}
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
+  return variables
 
 
-def build_file(config, kinds, trainable, batch_stats, est_group_bits=None):
-  """(file bytes, per-group stats) of a trained EPR state."""
-  dtype = container.FLOAT_DTYPES[config.export.float_dtype]
-  rows, stats = [], {}
-  for path in sorted(kinds):
-    kind = kinds[path]
-    if kind == 'float':
-      value = np.asarray(trainable['floats'][path])
-      rows.append((path, kind, value.shape, float_section(value, dtype)))
-      continue
-    value = trainable['latents'][path]
-    payload, stats[path] = coded_group(value, trainable['decoders'][path],
-                                       trainable['priors'][path], config.export.table)
-    if est_group_bits is not None:
-      stats[path]['est_bits'] = est_group_bits[path]
-    rows.append((path, kind, value.shape, (container.GROUP, payload)))
-  return assemble('epr', config, rows, batch_stats), stats
+def write_run_file(path, config, trainable, batch_stats):
+  """Writes an EPR run's file; returns (estimated bits per group, per-group stats)."""
+  est = rate_summary(trainable, config.export.float_dtype)['group_bits']
+  saved = file_lib.save(path, trainable, extra={'batch_stats': batch_stats} if batch_stats else None,
+                        metadata=metadata(config, 'epr'), table=config.export.table,
+                        float_dtype=config.export.float_dtype)
+  for group, stats in saved['groups'].items():
+    stats['est_bits'] = est[group]
+  return est, saved['groups']
 
 
-def float_section(value, dtype):
-  """A FLOAT section: the leaf's raw little-endian values at the file's float dtype."""
-  return container.FLOAT, np.asarray(value).astype(dtype).tobytes()
-
-
-def assemble(method, config, param_rows, batch_stats):
-  """File bytes from [(path, kind, shape, section)] of the params, sorted by path.
-
-  Any method writes its file through here, so every .erp file has the same
-  header and loads with the same loader; `method` names what produced it.
-  """
-  dtype = container.FLOAT_DTYPES[config.export.float_dtype]
-  leaves = [['params', kind, path, list(shape)] for path, kind, shape, _ in param_rows]
-  sections = [section for *_, section in param_rows]
-  for path, value in sorted(traverse_util.flatten_dict(batch_stats, sep='/').items()):
-    sections.append(float_section(value, dtype))
-    leaves.append(['batch_stats', 'float', path, list(np.shape(value))])
-  header = {
-      'method': method,
-      'model': config.model.name,
-      'width': config.model.width,
-      'dataset': config.data.name,
-      'float_dtype': config.export.float_dtype,
-      'erp_version': erp.__version__,
-      'config': config_lib.diff_from_base(config),  # Compact: only non-default fields.
-      'leaves': leaves,  # [collection, decoder kind, path, shape], in section order.
-  }
-  return container.write(header, sections)
-
-
-def write_file(path, config, kinds, trainable, batch_stats):
-  """Writes the .erp file of a state; returns (estimated bits per group, per-group stats)."""
-  from erp import train  # Deferred: train imports this module at the end of training.
-  est = train.rate_summary(kinds, trainable, config.export.float_dtype)['group_bits']
-  blob, stats = build_file(config, kinds, trainable, batch_stats, est)
-  with open(path, 'wb') as f:
-    f.write(blob)
-  return est, stats
-
-
-def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, predict):
+def export_and_check(config, workdir, state, test_x, test_y, predict):
   """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file."""
-  from erp import evaluate, loader, train  # Deferred: they import this module's users.
-  path = os.path.join(workdir, FILE_NAME)
-  est, stats = write_file(path, config, kinds, state.trainable, state.batch_stats)
+  path = os.path.join(workdir, workdir_lib.FILE_NAME)
+  est, stats = write_run_file(path, config, state.trainable, state.batch_stats)
   t0 = time.time()
-  _, variables, _ = loader.load(path)
+  variables = file_lib.load_variables(path)
   decode_s = time.time() - t0
-  expected = train.eval_variables(kinds, state)
-  exact = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
-      jax.tree.leaves(expected), jax.tree.leaves(variables)))
+  expected = variables_of(state.trainable, state.batch_stats)
+  exact = jax.tree.structure(jax.tree.map(np.asarray, expected)) == jax.tree.structure(
+      variables) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+          jax.tree.leaves(expected), jax.tree.leaves(variables)))
   if not exact:
     raise AssertionError('decoded params differ from the in-memory rounded params')
   error = evaluate.test_error(predict, variables, test_x, test_y)
   num_bytes = os.path.getsize(path)
-  est_bits = sum(est.values())
   print(f'exported {path}: {num_bytes} bytes ({num_bytes / 1000:.2f} KB), '
         f'test error from file {error:.2f}%', flush=True)
   return {
@@ -178,10 +101,24 @@ def export_and_check(config, workdir, model, ds, kinds, state, test_x, test_y, p
       'error_pct': error,
       'bit_exact': exact,
       'decode_s': decode_s,
-      'est_latent_bits': est_bits,
+      'est_latent_bits': sum(est.values()),
       'coded_latent_bits': sum(s['coded_bits'] for s in stats.values()),
       'groups': stats,
   }
+
+
+def load_workdir(workdir):
+  """(config, trainable EprState, batch_stats) rebuilt from a training workdir."""
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise ErpError(f'{workdir} is not a training workdir (no config.json)')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  _, _, trainable, batch_stats = runs.setup(config)
+  raw = workdir_lib.read_checkpoint(workdir)
+  trainable = flax.serialization.from_state_dict(trainable, raw['trainable'])
+  batch_stats = flax.serialization.from_state_dict(batch_stats, raw.get('batch_stats', {}))
+  return config, trainable, batch_stats
 
 
 def reexport(workdir, out=None, table=None):
@@ -189,42 +126,21 @@ def reexport(workdir, out=None, table=None):
 
   table overrides config.export.table (e.g. 'prior' to code with the learned densities).
   """
-  from erp import evaluate
-  config, kinds, trainable, batch_stats = _load_workdir(workdir)
+  config, trainable, batch_stats = load_workdir(workdir)
   if table:
     config.export.table = table
-  out = out or os.path.join(workdir, FILE_NAME)
-  _, stats = write_file(out, config, kinds, trainable, batch_stats)
+  out = out or os.path.join(workdir, workdir_lib.FILE_NAME)
+  _, stats = write_run_file(out, config, trainable, batch_stats)
   record = evaluate.evaluate_file(out)
   result_path = os.path.join(workdir, 'result.json')
-  if out == os.path.join(workdir, FILE_NAME) and os.path.exists(result_path):
+  if out == os.path.join(workdir, workdir_lib.FILE_NAME) and os.path.exists(result_path):
     with open(result_path) as f:
       result = json.load(f)
     result['export'].update(num_bytes=record['num_bytes'], error_pct=record['error_pct'],
                             decode_s=record['decode_seconds'], groups=stats,
                             coded_latent_bits=sum(s['coded_bits'] for s in stats.values()))
-    with open(result_path, 'w') as f:
-      json.dump(result, f, indent=1, sort_keys=True, default=list)
+    workdir_lib.write_result(workdir, result)
   return record
-
-
-def _load_workdir(workdir):
-  """(config, model, ds, kinds, state-like) rebuilt from a training workdir."""
-  from erp import train
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(config_path):
-    raise ErpError(f'{workdir} is not a training workdir (no config.json)')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  model, ds, kinds, trainable, batch_stats = train.setup(config)
-  ckpt = os.path.join(workdir, train.CHECKPOINT)
-  if not os.path.exists(ckpt):
-    raise ErpError(f'no checkpoint in {workdir}')
-  with open(ckpt, 'rb') as f:
-    raw = flax.serialization.msgpack_restore(f.read())
-  trainable = flax.serialization.from_state_dict(trainable, raw['trainable'])
-  batch_stats = flax.serialization.from_state_dict(batch_stats, raw.get('batch_stats', {}))
-  return config, kinds, trainable, batch_stats
 
 
 def main(argv):
@@ -236,7 +152,6 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoint).')
   flags.DEFINE_string('out', None, 'Output file; default WORKDIR/model.erp.')
-  flags.DEFINE_enum('table', None, TABLES, 'Override config.export.table.')
+  flags.DEFINE_enum('table', None, epr.TABLES, 'Override config.export.table.')
   flags.mark_flag_as_required('workdir')
-  from erp import train
-  train.run_cli(main)
+  cli.run(main)

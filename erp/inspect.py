@@ -1,60 +1,62 @@
-"""python -m erp.inspect FILE: per-group table of what an .erp file holds."""
+"""python -m erp.inspect FILE [--json]: per-leaf table of what an .erp file holds.
+
+Works from the file alone (any erp file: a run's, or one a user saved with
+erp.save): every leaf is decoded through its codec first, so a bad file fails
+with one clear error before anything is printed.
+"""
+import json
 import sys
 
-import numpy as np
-from flax import traverse_util
 
-from erp import container
-from erp import loader
-from erp.errors import ErpError
+from erp import codecs
+from erp import file as file_lib
 
 
-def group_rows(path):
-  """One dict per leaf: path, shape, decoder, section bytes, coded bits, zeros."""
-  with open(path, 'rb') as f:
-    header, sections = container.read(f.read())
-  _, variables, _ = loader.load(path)  # Full validation first: a bad file fails here.
-  decoded = {(col, p): v for col in variables
-             for p, v in traverse_util.flatten_dict(variables[col], sep='/').items()}
+def leaf_rows(path):
+  """(metadata, [one dict per leaf: path, shape, codec, section bytes, coded bits, zeros]), num_bytes."""
+  blob = file_lib.read_file(path)
+  found, payloads, metadata = file_lib.parse(blob)
   rows = []
-  leaves = loader.parse_leaves(header)
-  for leaf, (_, payload) in zip(leaves, sections):
-    row = {'path': f'{leaf["collection"]}/{leaf["path"]}', 'shape': leaf['shape'],
-           'decoder': leaf['kind'], 'section_bytes': len(payload)}
-    if leaf['kind'] in ('affine', 'dft'):
-      values, _, stream = loader.read_group(payload, leaf)
-      row.update(coded_bits=8 * len(stream), bits_per_value=8 * len(stream) / max(values.size, 1),
-                 zero_fraction=float((values == 0).mean()))
-    elif leaf['kind'] in ('surp', 'miracle'):  # The whole section is the code.
-      values = np.asarray(decoded[(leaf['collection'], leaf['path'])])
-      row.update(coded_bits=8 * len(payload), bits_per_value=8 * len(payload) / max(values.size, 1),
-                 zero_fraction=float((values == 0).mean()))
+  for leaf, payload in zip(found, payloads):
+    codec = codecs.get(leaf.codec)
+    row = {'path': leaf.name, 'shape': list(leaf.shape),
+           'codec': f'{leaf.codec}:{leaf.variant}' if leaf.variant else leaf.codec,
+           'section_bytes': len(payload)}
+    codecs.read(payload, leaf)  # Full validation of every leaf.
+    row.update(codec.describe(payload, leaf))
     rows.append(row)
-  return header, rows
+  return metadata, rows, len(blob)
 
 
 def main(argv):
-  if len(argv) != 2:
-    print('usage: python -m erp.inspect FILE', file=sys.stderr)
-    sys.exit(2)
-  try:
-    header, rows = group_rows(argv[1])
-  except (ErpError, OSError) as e:
-    print(f'erp: error: {e}', file=sys.stderr)
-    sys.exit(1)
-  print(f'{argv[1]}: {header["method"]} {header["model"]} on {header["dataset"]}')
-  print(f'{"leaf":42s} {"shape":18s} {"decoder":7s} {"bytes":>8s} {"bits/value":>10s} '
+  from absl import flags
+  del argv
+  path = flags.FLAGS.file
+  metadata, rows, num_bytes = leaf_rows(path)
+  if flags.FLAGS.json:
+    print(json.dumps({'file': path, 'num_bytes': num_bytes, 'metadata': metadata,
+                      'leaves': rows}, default=float))
+    return
+  what = ' '.join(str(metadata[k]) for k in ('method', 'model', 'dataset') if k in metadata)
+  print(f'{path}: {what or "erp file"}')
+  print(f'{"leaf":42s} {"shape":18s} {"codec":12s} {"bytes":>8s} {"bits/value":>10s} '
         f'{"coded bits":>10s} {"zeros":>6s}')
   for r in rows:
     per = f'{r["bits_per_value"]:.3f}' if 'bits_per_value' in r else ''
     coded = f'{r["coded_bits"]}' if 'coded_bits' in r else ''
     zeros = f'{r["zero_fraction"]:.3f}' if 'zero_fraction' in r else ''
-    print(f'{r["path"]:42s} {str(tuple(r["shape"])):18s} {r["decoder"]:7s} '
+    print(f'{r["path"]:42s} {str(tuple(r["shape"])):18s} {r["codec"]:12s} '
           f'{r["section_bytes"]:8d} {per:>10s} {coded:>10s} {zeros:>6s}')
   total = sum(r['section_bytes'] for r in rows)
-  with open(argv[1], "rb") as f:
-    print(f"sections {total} bytes; whole file {len(f.read())} bytes")
+  print(f'sections {total} bytes; whole file {num_bytes} bytes')
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  from absl import flags
+  from erp import cli
+  flags.DEFINE_string('file', None, 'An .erp file (or give it as the only argument).')
+  flags.DEFINE_bool('json', False, 'Print one JSON document (and nothing else) on stdout.')
+  if len(sys.argv) >= 2 and not sys.argv[1].startswith('-'):  # python -m erp.inspect FILE
+    sys.argv = [sys.argv[0], f'--file={sys.argv[1]}'] + sys.argv[2:]
+  flags.mark_flag_as_required('file')
+  cli.run(main)

@@ -1,128 +1,68 @@
-"""Loader: an .erp file -> (model, variables, config), bit-exact, with clear errors."""
+"""erp.load: a file written by an erp run -> (model, variables, config) (harness).
+
+Built on erp.file: the variables come from the file alone; the model and config
+come from the file's metadata (model name, width, dataset, config diff). A model
+named 'package.module:Class' (defined outside erp) is imported only when the
+caller names it too (model_class): a file never chooses which code runs.
+"""
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import traverse_util
 
-from erp import coding
 from erp import config as config_lib
-from erp import container
 from erp import data
+from erp import file as file_lib
 from erp import models
-from erp import random_code
-from erp import refinement
-from erp import reparam
 from erp.errors import ErpError
 
-MAX_VALUES = 1 << 31
 
-
-def parse_leaves(header):
-  """The header's leaf rows as dicts {collection, kind, path, shape}, checked."""
-  leaves = []
-  for row in header['leaves']:
-    collection, kind, path, shape = row
-    if not (isinstance(path, str) and isinstance(shape, list)
-            and all(isinstance(d, int) and 0 <= d < MAX_VALUES for d in shape)):
-      raise ErpError(f'malformed leaf entry {row!r}')
-    if int(np.prod(shape)) > MAX_VALUES:
-      raise ErpError(f'leaf {path}: shape {shape} is too large')
-    leaves.append({'collection': collection, 'kind': kind, 'path': path, 'shape': shape})
-  return leaves
-
-
-def read_group(payload, leaf, precision_limit=24):
-  """(integer latents int64 [shape], decoder params, stream bytes) of one GROUP section."""
-  shape = tuple(leaf['shape'])
-  kind = leaf['kind']
-  r = container.Reader(payload, f'group {leaf["path"]}')
-  step_shape = shape[:2] + (1,) * (len(shape) - 2) if kind == 'dft' else ()
-  decoder = {'log_step': jnp.asarray(r.f32(int(np.prod(step_shape))).reshape(step_shape))}
-  if reparam.has_shift(shape):
-    decoder['shift'] = jnp.asarray(r.f32(1)[0])
-  values, stream = coding.read_coded(r, int(np.prod(shape)), f'group {leaf["path"]}',
-                                     precision_limit)
-  r.done()
-  return values.reshape(shape), decoder, stream
-
-
-def _decode_group(payload, leaf):
-  values, decoder, _ = read_group(payload, leaf)
-  return reparam.decode_group(leaf['kind'], jnp.asarray(values.astype(np.float32)), decoder)
-
-
-def _float_leaf(payload, leaf, dtype):
-  shape = tuple(leaf['shape'])
-  np_dtype = np.dtype(container.FLOAT_DTYPES[dtype])
-  expected = int(np.prod(shape)) * np_dtype.itemsize
-  if len(payload) != expected:
-    raise ErpError(f'leaf {leaf["path"]}: {len(payload)} bytes, expected {expected} '
-                   f'for shape {shape} in {dtype}')
-  return jnp.asarray(np.frombuffer(payload, np_dtype).reshape(shape).astype(np.float32))
-
-
-def _check_leaves(header, leaves, model, ds):
+def _check_leaves(name, variables, model, ds):
   """The file's leaves must be exactly the model's, with the same shapes."""
   dummy = jnp.zeros((1,) + ds.image_shape, jnp.float32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, train=False))
   expected = {(col, path): tuple(v.shape) for col in shapes
               for path, v in traverse_util.flatten_dict(shapes[col], sep='/').items()}
-  found = {(l['collection'], l['path']): tuple(l['shape']) for l in leaves}
+  found = {(col, path): tuple(v.shape) for col in variables
+           for path, v in traverse_util.flatten_dict(variables[col], sep='/').items()}
   if expected != found:
     missing = sorted(set(expected) - set(found))[:3]
     extra = sorted(set(found) - set(expected))[:3]
     wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:3]
-    raise ErpError(f'file does not match model {header["model"]!r}: missing {missing}, '
+    raise ErpError(f'file does not match model {name!r}: missing {missing}, '
                    f'unexpected {extra}, wrong shapes {wrong}')
 
 
-def load_bytes(blob):
+def model_of(metadata, model_class=None):
+  """(model, dataset info, model name) described by an erp run's file metadata."""
+  if not all(isinstance(metadata.get(k), str) for k in ('model', 'dataset')):
+    raise ErpError('the file names no erp model and dataset (not written by an erp run); '
+                   'read its variables with erp.load_variables')
+  name = metadata['model']
+  if models.is_import_name(name) and model_class != name:
+    raise ErpError(f'the file was made with model {name!r}, defined outside erp; name it '
+                   f"to import it (erp.load(path, model_class='{name}'), "
+                   f'or --model_class={name})')
+  width = metadata.get('width', 1)
+  if type(width) is not int or not 1 <= width <= 64:
+    raise ErpError(f'invalid model width {width!r} in the file')
+  ds = data.info(metadata['dataset'])
+  kwargs = {'width': width} if width != 1 else {}
+  return models.get_model(model_class or name, ds.num_classes, **kwargs), ds, name
+
+
+def load_bytes(blob, model_class=None):
   """(model, variables {'params', ['batch_stats']}, config) from a file's bytes."""
-  header, sections = container.read(blob)
-  try:
-    ds = data.info(header['dataset'])
-    kwargs = {'width': header['width']} if header['width'] != 1 else {}
-    model = models.get_model(header['model'], ds.num_classes, **kwargs)
-    leaves = parse_leaves(header)
-    if len(leaves) != len(sections):
-      raise ErpError(f'header lists {len(leaves)} leaves but the file has '
-                     f'{len(sections)} sections')
-    _check_leaves(header, leaves, model, ds)
-    dtype = header['float_dtype']
-    if dtype not in container.FLOAT_DTYPES:
-      raise ErpError(f'unknown float dtype {dtype!r}')
-    flat = {}
-    for leaf, (kind, payload) in zip(leaves, sections):
-      if leaf['kind'] == 'float' and kind == container.FLOAT:
-        value = _float_leaf(payload, leaf, dtype)
-      elif leaf['kind'] in ('affine', 'dft') and kind == container.GROUP:
-        value = _decode_group(payload, leaf)
-      elif leaf['kind'] == 'surp' and kind == container.GROUP:
-        value = jnp.asarray(refinement.decode_tensor(payload, tuple(leaf['shape']),
-                                                     f'surp group {leaf["path"]}'))
-      elif leaf['kind'] == 'miracle' and kind == container.GROUP:
-        value = jnp.asarray(random_code.decode_leaf(payload, tuple(leaf['shape']), leaf['path']))
-      else:
-        raise ErpError(f'leaf {leaf["path"]}: kind {leaf["kind"]!r} does not match its section')
-      flat.setdefault(leaf['collection'], {})[leaf['path']] = value
-    variables = {col: traverse_util.unflatten_dict(v, sep='/') for col, v in flat.items()}
-    config = config_lib.from_diff(header['config'])
-  except ErpError:
-    raise
-  except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-    raise ErpError(f'malformed model file: {type(e).__name__}: {e}') from None
+  variables, metadata = file_lib.decode_bytes(blob)
+  model, ds, name = model_of(metadata, model_class)
+  _check_leaves(name, variables, model, ds)
+  diff = metadata.get('config', {})
+  if not isinstance(diff, dict):
+    raise ErpError('malformed file metadata: config is not an object')
+  config = config_lib.from_diff(diff)
+  config.model.name, config.data.name = name, ds.name
   return model, variables, config
 
 
-def read_file(path):
-  """The bytes of a model file; an unreadable path is an ErpError naming it."""
-  try:
-    with open(path, 'rb') as f:
-      return f.read()
-  except OSError as e:
-    raise ErpError(f'cannot read {path}: {e.strerror}') from None
-
-
-def load(path):
-  """(model, variables, config) from an .erp file; variables go straight to model.apply."""
-  return load_bytes(read_file(path))
+def load(path, model_class=None):
+  """(model, variables, config) of an erp run's file; variables go straight to model.apply."""
+  return load_bytes(file_lib.read_file(path), model_class)

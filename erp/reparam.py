@@ -19,12 +19,9 @@ logits), so zero weights stop being the cheap zero latent and the rate stalls.
 Groups are keyed by the '/'-joined path of the leaf in the Flax params tree.
 Rounding uses the straight-through estimator (identity gradient).
 """
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from erp.errors import ErpError
 
@@ -65,50 +62,38 @@ def irdft2(coefficients):
   return jnp.einsum('ih,jw,ij...->hw...', bh, bw, coefficients)
 
 
-def choose_decoder(path, value, rd):
-  """The decoder of one leaf under the config's rules (see configs/common.py)."""
-  if not rd.enabled or re.search(rd.float_pattern, path):
-    return 'float'
+def choose_decoder(value, conv_decoder='dft'):
+  """The decoder of one compressed leaf: conv kernels [h, w, in, out] with h*w > 1 get
+  conv_decoder, every other array of rank >= 1 the affine one."""
+  if conv_decoder not in ('dft', 'affine'):
+    raise ErpError(f"conv_decoder must be 'dft' or 'affine', got {conv_decoder!r}")
   if value.ndim == 4 and value.shape[0] * value.shape[1] > 1:
-    return rd.conv_decoder
-  if value.ndim in (1, 2, 4):
-    return 'affine'
-  return 'float'
+    return conv_decoder
+  return 'affine'
 
 
-def init(params, rd):
-  """(decoders {path: kind}, trainable) from initial (or pretrained) float params.
+def init_group(value, kind, init_levels=4.0, min_init_step=0.01):
+  """(latent, decoder params) of one leaf, so the unrounded decode reproduces it.
 
-  trainable = {'latents': {path: phi}, 'decoders': {path: {...}}, 'floats': {path: theta}}.
-  Latents invert the decoder: phi = transform(theta - shift) / step, so that the
-  unrounded decode reproduces theta exactly.
+  Initial step: a fraction of the tensor's spread, so latents start at a few
+  integer levels; at least min_init_step (biases start at zero). Latents invert
+  the decoder: phi = transform(theta - shift) / step.
   """
-  flat = traverse_util.flatten_dict(params, sep='/')
-  kinds, latents, decoders, floats = {}, {}, {}, {}
-  for path, value in flat.items():
-    kind = choose_decoder(path, value, rd)
-    if kind not in DECODERS:
-      raise ErpError(f'unknown decoder {kind!r} for {path}; known: {DECODERS}')
-    kinds[path] = kind
-    value = jnp.asarray(value, jnp.float32)
-    if kind == 'float':
-      floats[path] = value
-      continue
-    # Initial step: a fraction of the tensor's spread, so latents start at a
-    # few integer levels; at least rd.min_init_step (biases start at zero).
-    spread = float(jnp.std(value)) if value.size > 1 else float(jnp.abs(value).max())
-    step = max(spread / rd.init_levels, rd.min_init_step)
-    if kind == 'dft':
-      log_step = jnp.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step),
-                          jnp.float32)
-      latents[path] = rdft2(value) / jnp.exp(log_step)
-    else:
-      log_step = jnp.asarray(np.log(step), jnp.float32)
-      latents[path] = value / jnp.exp(log_step)
-    decoders[path] = {'log_step': log_step}
-    if has_shift(value.shape):
-      decoders[path]['shift'] = jnp.zeros((), jnp.float32)
-  return kinds, {'latents': latents, 'decoders': decoders, 'floats': floats}
+  if kind not in ('affine', 'dft'):
+    raise ErpError(f'unknown decoder {kind!r}; known: {DECODERS}')
+  value = jnp.asarray(value, jnp.float32)
+  spread = float(jnp.std(value)) if value.size > 1 else float(jnp.abs(value).max())
+  step = max(spread / init_levels, min_init_step)
+  if kind == 'dft':
+    log_step = jnp.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step), jnp.float32)
+    latent = rdft2(value) / jnp.exp(log_step)
+  else:
+    log_step = jnp.asarray(np.log(step), jnp.float32)
+    latent = value / jnp.exp(log_step)
+  decoder = {'log_step': log_step}
+  if has_shift(value.shape):
+    decoder['shift'] = jnp.zeros((), jnp.float32)
+  return latent, decoder
 
 
 def has_shift(shape):
@@ -122,19 +107,6 @@ def decode_group(kind, latent, decoder):
   if kind == 'dft':
     scaled = irdft2(scaled)
   return scaled + decoder['shift'] if 'shift' in decoder else scaled
-
-
-def decode(kinds, trainable, quantize=True):
-  """The Flax params tree; quantize=True rounds latents with the STE."""
-  flat = {}
-  for path, kind in kinds.items():
-    if kind == 'float':
-      flat[path] = trainable['floats'][path]
-    else:
-      latent = trainable['latents'][path]
-      latent = round_ste(latent) if quantize else latent
-      flat[path] = decode_group(kind, latent, trainable['decoders'][path])
-  return traverse_util.unflatten_dict(flat, sep='/')
 
 
 def num_params(tree):

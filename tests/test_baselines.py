@@ -38,7 +38,7 @@ def test_uniform_file_holds_the_rounded_weights(float_run, tmp_path):
     np.testing.assert_allclose(decoded, q * step, rtol=1e-6)
     original = np.asarray(_flat(start['params'])[tuple(path.split('/'))])
     assert np.abs(decoded - original).max() <= step / 2 * 1.0001
-  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
   assert header['method'] == 'uniform'
   saved = json.loads((tmp_path / 'result.json').read_text())
   assert saved['export']['num_bytes'] == (tmp_path / 'model.erp').stat().st_size
@@ -97,7 +97,7 @@ def test_pruned_file_keeps_the_sparsity_and_the_accuracy(float_run, tmp_path):
   assert result['export']['error_pct'] < float_result['test_error_pct'] + 1.5
   # 10 % of the weights on a half-std grid: far below uniform quantization's size.
   assert result['export']['num_bytes'] < 266_610 * 4 / 25
-  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
   assert header['method'] == 'prune'
 
 
@@ -116,7 +116,7 @@ def test_surp_file_is_pruned_retrained_and_decodes(float_run, tmp_path):
   for path, value in _flat(variables['params']).items():
     if path[-1] == 'kernel':
       assert abs((np.asarray(value) == 0).mean() - 0.9) < 0.01, path
-  header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
   assert header['method'] == 'surp'
   assert [leaf[1] for leaf in header['leaves'] if leaf[2].endswith('kernel')] == ['surp'] * 3
   # The code keeps what retraining reached (one short round here: a few points lost).
@@ -134,7 +134,7 @@ def test_miracle_file_is_the_sent_indices_and_decodes(float_run, tmp_path):
   m.beta_step = 1.005  # One short epoch: let the penalties adapt fast.
   result = miracle.run(config, str(tmp_path))
   blob = (tmp_path / 'model.erp').read_bytes()
-  header, sections = container.read(blob)
+  _, header, sections = container.read(blob)
   assert header['method'] == 'miracle'
   assert {leaf[1] for leaf in header['leaves']} == {'miracle'}
   # The file is the indices (bits per block) plus a few bytes per leaf and the header.

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from erp import coding
+from erp.codecs import epr
 from erp.errors import ErpError
 
 
@@ -57,9 +58,8 @@ def test_escape_count_mismatch_is_an_error():
 
 
 def _payload_size(values, lo, counts):
-  """Bytes of the table, escapes and stream as export.group_payload stores them."""
-  from erp import export
-  payload, _ = export.group_payload(values, {'log_step': np.float32(0)}, lo, counts)
+  """Bytes of the table, escapes and stream as the epr codec stores them."""
+  payload, _ = epr.write(values, {'log_step': np.float32(0)}, lo, counts)
   return len(payload) - 4  # Less the decoder's float32 step.
 
 

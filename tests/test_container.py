@@ -11,9 +11,9 @@ import pytest
 import erp
 from erp import container
 from erp import export
+from erp import file as file_lib
 from erp import loader
-from erp import reparam
-from erp import train
+from erp import runs
 from conftest import REPO, load_config
 
 
@@ -24,9 +24,11 @@ def model_file(request):
   c = load_config('mnist_lenet5' if name == 'lenet5' else 'cifar10_resnet20')
   c.unlock()
   c.rd.enabled = True
-  model, ds, kinds, trainable, batch_stats = train.setup(c)
-  blob, _ = export.build_file(c, kinds, trainable, batch_stats)
-  expected = {'params': reparam.decode(kinds, trainable)}
+  model, ds, trainable, batch_stats = runs.setup(c)
+  rows, _ = file_lib.state_rows(trainable)
+  rows += file_lib.extra_rows({'batch_stats': batch_stats} if batch_stats else None)
+  blob = file_lib.to_bytes(rows, export.metadata(c, 'epr'))
+  expected = {'params': erp.decode(trainable)}
   if batch_stats:
     expected['batch_stats'] = batch_stats
   return blob, expected
@@ -101,8 +103,9 @@ def test_specific_bad_inputs_have_named_errors(model_file, tmp_path):
 
 def test_file_for_another_architecture_is_refused(model_file):
   blob, _ = model_file
-  header, sections = container.read(blob)
-  header['model'] = 'lenet300' if header['model'] != 'lenet300' else 'lenet5'
+  _, header, sections = container.read(blob)
+  meta = header['metadata']
+  meta['model'] = 'lenet300' if meta['model'] != 'lenet300' else 'lenet5'
   with pytest.raises(erp.ErpError, match='does not match model'):
     loader.load_bytes(container.write(header, sections))
 

@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import erp
 from erp import models
 from erp import reparam
+from erp import runs
 from conftest import load_config
 
 
@@ -30,22 +32,14 @@ def test_straight_through_gradient_reaches_latents():
   np.testing.assert_array_equal(grad, [3.0, 3.0, 3.0])
 
 
-def _rd(conv_decoder='dft'):
-  c = load_config('mnist_lenet5')
-  c.unlock()
-  c.rd.enabled = True
-  c.rd.conv_decoder = conv_decoder
-  return c.rd
-
-
 @pytest.mark.parametrize('name,shape', [('lenet300', (28, 28, 1)), ('lenet5', (28, 28, 1)),
                                         ('resnet20', (32, 32, 3)), ('vgg16', (32, 32, 3))])
 def test_reparameterized_models_decode_to_same_params_and_outputs(name, shape):
   model = models.get_model(name, 10)
   x = jax.random.normal(jax.random.PRNGKey(1), (2,) + shape)
   variables = model.init(jax.random.PRNGKey(0), x)
-  kinds, trainable = reparam.init(variables['params'], _rd())
-  exact = reparam.decode(kinds, trainable, quantize=False)
+  state = erp.reparameterize(variables['params'])
+  exact = erp.decode(state, quantize=False)
   assert jax.tree.structure(exact) == jax.tree.structure(variables['params'])
   for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(variables['params'])):
     assert a.shape == b.shape
@@ -53,18 +47,22 @@ def test_reparameterized_models_decode_to_same_params_and_outputs(name, shape):
   out = model.apply({**variables, 'params': exact}, x)
   np.testing.assert_allclose(out, model.apply(variables, x), atol=1e-4)
   # Rounded: the same shapes and outputs close to the float model's (a few levels per std).
-  rounded = reparam.decode(kinds, trainable)
+  rounded = erp.decode(state)
   out_q = model.apply({**variables, 'params': rounded}, x)
   assert np.corrcoef(np.ravel(out_q), np.ravel(out))[0, 1] > 0.9
+  kinds = dict(state.kinds)
   if name == 'lenet5':
     assert kinds['Conv_0/kernel'] == 'dft' and kinds['Dense_0/bias'] == 'affine'
-  if name == 'resnet20':
+  if name == 'resnet20':  # Norm layers stay float by role; every conv is compressed.
     assert all(kind == 'float' for path, kind in kinds.items() if 'BatchNorm' in path)
+    shapes = {p: v.shape for p, v in zip(*erp.leaves.flatten(variables['params'])[:2])}
+    for path, kind in kinds.items():
+      if path.endswith('kernel') and len(shapes[path]) == 4:
+        assert kind == ('dft' if shapes[path][0] > 1 else 'affine'), (path, kind)
 
 
 def test_disabled_rd_keeps_every_leaf_float():
-  rd = _rd()
-  rd.enabled = False
+  c = load_config('mnist_lenet5')
   params = models.get_model('lenet5', 10).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-  kinds, trainable = reparam.init(params['params'], rd)
-  assert set(kinds.values()) == {'float'} and not trainable['latents']
+  state = runs.reparameterize(c, params['params'])
+  assert {kind for _, kind in state.kinds} == {'float'} and not state.latents

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 import erp
+from erp import export
+from erp import runs
 from erp import train
+from erp import workdir as workdir_lib
 from conftest import load_config
 
 
@@ -60,12 +63,10 @@ def test_epr_run_exports_a_file_that_decodes_to_the_trained_model(epr_run):
 def test_prior_tables_code_at_the_training_estimate(epr_run, tmp_path):
   """export.table='prior' codes with the learned densities, as the paper does."""
   config, workdir, result = epr_run
-  from erp import export
-  config = export._load_workdir(str(workdir))[0]
+  config, trainable, batch_stats = export.load_workdir(str(workdir))
   config.export.table = 'prior'
-  _, kinds, trainable, batch_stats = export._load_workdir(str(workdir))
-  est, stats = export.write_file(str(tmp_path / 'prior.erp'), config, kinds, trainable,
-                                 batch_stats)
+  est, stats = export.write_run_file(str(tmp_path / 'prior.erp'), config, trainable,
+                                     batch_stats)
   coded = sum(s['coded_bits'] for s in stats.values())
   assert 0.9 < coded / sum(est.values()) < 1.1, (coded, sum(est.values()))
   assert coded >= result['export']['coded_latent_bits'] - 64
@@ -84,10 +85,8 @@ def test_rate_term_decreases_during_training(epr_run):
 
 def test_loaded_params_equal_in_memory_params(epr_run):
   config, workdir, _ = epr_run
-  from erp import export
-  _, kinds, trainable, batch_stats = export._load_workdir(str(workdir))
-  expected = train.eval_variables(kinds, train.TrainState(
-      step=0, trainable=trainable, batch_stats=batch_stats, opt_state=None, rng=None))
+  _, trainable, batch_stats = export.load_workdir(str(workdir))
+  expected = export.variables_of(trainable, batch_stats)
   _, variables, loaded_config = erp.load(str(workdir / 'model.erp'))
   assert loaded_config.rd.lmbda == config.rd.lmbda
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(variables)):
@@ -101,12 +100,11 @@ def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
   train.train_and_evaluate(c, str(float_dir))
   c = _config(data_dir, enabled=True)
   c.init_from = str(float_dir)
-  model, ds, kinds, trainable, _ = train.setup(c)
-  from erp import reparam
-  params = reparam.decode(kinds, trainable, quantize=False)
-  raw = train._pretrained_variables(str(float_dir), {'params': params})
+  model, ds, trainable, _ = runs.setup(c)
+  params = erp.decode(trainable, quantize=False)
+  raw = workdir_lib.pretrained_variables(str(float_dir), {'params': params})
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(raw['params'])):
     np.testing.assert_allclose(a, b, atol=1e-5)
   c.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(erp.ErpError, match='no checkpoint'):
-    train.setup(c)
+    runs.setup(c)

@@ -1,18 +1,19 @@
 """What every baseline shares: its float starting point, coded groups, the file, the result."""
-import json
 import os
 import time
 
 import numpy as np
 from flax import traverse_util
 
+from erp import cli
 from erp import coding
-from erp import container
 from erp import evaluate
 from erp import export
+from erp import file as file_lib
 from erp import reparam
-from erp import train
-from erp.config import to_json
+from erp import runs
+from erp import workdir as workdir_lib
+from erp.codecs import epr
 from erp.errors import ErpError
 
 
@@ -20,12 +21,12 @@ def float_start(config):
   """(model, ds, float variables) of the trained float run named by config.init_from."""
   if not config.init_from:
     raise ErpError('a baseline starts from a trained float run: set --config.init_from=DIR')
-  model, ds = train.build_model(config)
-  return model, ds, train.init_model(config, model, ds)
+  model, ds = runs.build_model(config)
+  return model, ds, runs.init_model(config, model, ds)
 
 
 def affine_row(path, values, step):
-  """(path, 'affine', shape, section) of integers decoded as step * values (+ 0 shift).
+  """(Leaf, payload) of integers decoded as step * values (+ 0 shift): an 'epr' affine leaf.
 
   The table is the values' own histogram (erp.coding.empirical_table), stored in
   the section, so the group costs exactly what the file holds.
@@ -36,8 +37,8 @@ def affine_row(path, values, step):
     decoder['shift'] = np.float32(0.0)
   flat = values.ravel()
   lo, counts = coding.empirical_table(flat)
-  payload, _ = export.group_payload(flat, decoder, lo, counts)
-  return path, 'affine', values.shape, (container.GROUP, payload)
+  payload, _ = epr.write(flat, decoder, lo, counts)
+  return file_lib.coded_row(path, epr.NAME, 'affine', values.shape, payload)
 
 
 def grid_step(values, rel_step):
@@ -54,21 +55,19 @@ def grid_step(values, rel_step):
 
 def finish(config, workdir, method, param_rows, batch_stats, extra, start):
   """Writes DIR/model.erp and DIR/result.json; size and error come from decoding the file."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(to_json(config))
-  path = os.path.join(workdir, export.FILE_NAME)
-  with open(path, 'wb') as f:
-    f.write(export.assemble(method, config, sorted(param_rows, key=lambda r: r[0]),
-                            batch_stats))
+  workdir_lib.write_config(workdir, config)
+  path = os.path.join(workdir, workdir_lib.FILE_NAME)
+  rows = sorted(param_rows, key=lambda row: row[0].path)
+  rows += file_lib.extra_rows({'batch_stats': batch_stats} if batch_stats else None,
+                              config.export.float_dtype)
+  file_lib.write_atomic(path, file_lib.to_bytes(rows, export.metadata(config, method)))
   record = evaluate.evaluate_file(path, config.data.dir or None)
-  result = train.result_record(config, method, record['num_params'])
+  result = workdir_lib.result_record(config, method, record['num_params'])
   result.update(test_error_pct=record['error_pct'], **extra)
   result['export'] = {'path': path, 'num_bytes': record['num_bytes'],
                       'error_pct': record['error_pct'], 'decode_s': record['decode_seconds']}
   result['wall_s'] = time.time() - start
-  with open(os.path.join(workdir, 'result.json'), 'w') as f:
-    json.dump(result, f, indent=1, sort_keys=True, default=list)
+  workdir_lib.write_result(workdir, result)
   print(f'{method}: {path} {record["num_bytes"]} bytes, test error from file '
         f'{record["error_pct"]:.2f}%', flush=True)
   return result
@@ -85,4 +84,4 @@ def run_cli(run_fn):
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for the file and result.json.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  train.run_cli(lambda argv: run_fn(flags.FLAGS.config, flags.FLAGS.workdir))
+  cli.run(lambda argv: run_fn(flags.FLAGS.config, flags.FLAGS.workdir))

@@ -4,7 +4,7 @@ python -m erp.baselines.miracle --config configs/mnist_lenet300.py --workdir DIR
     --config.init_from=FLOAT_RUN --config.miracle.block_size=30
 
 1. Variational model. Every leaf (kernels and biases) of n weights is hashed to
-   ceil(n / g) variables, g = ceil(n / miracle.max_vars) (erp.random_code),
+   ceil(n / g) variables, g = ceil(n / miracle.max_vars) (erp.codecs.miracle),
    each with a Gaussian posterior q = N(mu, sigma^2); the leaf's encoding
    distribution is p = N(0, sigma_p^2) with a learned sigma_p. The variables
    are cut into blocks of miracle.block_size, each with a budget of
@@ -17,7 +17,7 @@ python -m erp.baselines.miracle --config configs/mnist_lenet300.py --workdir DIR
    every block's KL to about `bits` bits.
 3. Encoding. Blocks in a random order, miracle.blocks_per_round at a time, are
    each replaced by an importance sample of q among 2**bits candidates drawn
-   from p with the shared seed (erp.random_code.choose) and frozen; between
+   from p with the shared seed (erp.codecs.miracle.choose) and frozen; between
    rounds the rest is retrained miracle.retrain_steps steps on the same loss,
    sigma_p fixed (the file stores it). A block costs exactly `bits` bits.
 
@@ -47,10 +47,10 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from erp import container
 from erp import data
 from erp import evaluate
-from erp import random_code
+from erp import file as file_lib
+from erp.codecs import miracle as random_code
 from erp import train
 from erp.baselines import common
 
@@ -112,7 +112,7 @@ _permute.defvjp(_permute_fwd, _permute_bwd)
 def leaf_weights(mu, value, fixed, static, shape):
   """A leaf's weights from its (sampled or mean) variables, frozen blocks at their values.
 
-  Weight j is sign[j] * v[rank[j] % num_vars] (erp.random_code.weights): the
+  Weight j is sign[j] * v[rank[j] % num_vars] (erp.codecs.miracle.weights): the
   variables tiled to n, then permuted by rank.
   """
   n, num_vars = static['rank'].shape[0], static['num_vars']
@@ -146,7 +146,7 @@ def make_step(config, model, ds, statics, shapes, tx):
       kl_loss += jnp.sum(frozen['beta'][path] * kl)
       kl_total += kl.sum()
     logits, batch_stats = train.apply_train(
-        model, traverse_util.unflatten_dict(params, sep='/'), batch_stats, images)
+        model, traverse_util.unflatten_dict(params, sep='/'), batch_stats, images, rng)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     loss = ce + kl_on * kl_loss
     return loss, (batch_stats, {'ce': ce, 'kl_bits': kl_total / np.log(2.0),
@@ -274,7 +274,7 @@ def run(config, workdir):
     lay = layouts[path]
     payload = random_code.encode_leaf(config.seed, lay['num_vars'], m.block_size, m.bits,
                                       log_scales[path], indices[path])
-    rows.append((path, METHOD, shapes[path], (container.GROUP, payload)))
+    rows.append(file_lib.coded_row(path, random_code.NAME, '', shapes[path], payload))
   blocks = sum(l['num_blocks'] for l in layouts.values())
   return common.finish(config, workdir, METHOD, rows, batch_stats, {
       'float_run': config.init_from, 'trained_error_pct_at_means': trained_error,

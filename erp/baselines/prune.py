@@ -32,6 +32,8 @@ from flax import traverse_util
 
 from erp import data
 from erp import reparam
+from erp import runs
+from erp import state as state_lib
 from erp import train
 from erp.baselines import common
 
@@ -91,20 +93,20 @@ def finetune(config, model, ds, variables, transform, epochs, lr, train_x, train
   variables = jax.tree.map(jnp.array, variables)  # A copy: the train step donates its state.
   c = config.copy_and_resolve_references()
   c.rd.enabled, c.optim.name, c.optim.lr, c.optim.schedule = False, 'adam', lr, 'cosine'
-  kinds, trainable = train.init_trainable(c, variables['params'])
+  trainable = runs.reparameterize(c, variables['params'])
   num_train, batch = len(train_y), c.train.batch_size
   steps_per_epoch = num_train // batch
   tx = train.make_optimizer(c, steps_per_epoch * epochs, steps_per_epoch)
   state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
                            batch_stats=dict(variables.get('batch_stats', {})),
                            opt_state=tx.init(trainable), rng=jax.random.PRNGKey(c.seed + 3))
-  step = train.make_train_step(c, model, ds, kinds, tx, num_train, transform)
+  step = train.make_train_step(c, model, ds, tx, num_train, transform)
   images, labels = jnp.asarray(train_x), jnp.asarray(train_y)
   for epoch in range(epochs):
     order = data.epoch_permutation(c.seed + 1000, epoch, num_train)
     for batch_idx in order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch):
       state, _ = step(state, images, labels, jnp.asarray(batch_idx))
-  out = {'params': transform(reparam.decode(kinds, state.trainable))}
+  out = {'params': transform(state_lib.decode(state.trainable))}
   if state.batch_stats:
     out['batch_stats'] = state.batch_stats
   return out

@@ -6,7 +6,7 @@ python -m erp.baselines.surp --config configs/mnist_lenet300.py --workdir DIR \
 "An Information-Theoretic Justification for Model Pruning" (AISTATS 2022,
 arXiv 2102.08329): rate-distortion theory says a good code of Laplacian-like
 weights is a pruned one, and its successive-refinement algorithm (the code is
-erp.refinement) gives both the pruned model and its bit string. Pruning is
+erp.codecs.surp) gives both the pruned model and its bit string. Pruning is
 interleaved with retraining (our reading of the paper's experiments; the
 schedule is ours):
 1. For r = 1..surp.rounds, each kernel (rank >= 2) is replaced by its SuRP
@@ -22,17 +22,17 @@ schedule is ours):
 Our choices where the paper is silent: the geometric density schedule, the
 rounds and epochs, beta = surp.beta_scale * ln(n) per tensor (scale 1 gave
 the smallest file and error of 1, 3, 10, 100 on LeNet-300-100/MNIST at
-sparsity 0.95, refine 0), and those of erp.refinement.
+sparsity 0.95, refine 0), and those of erp.codecs.surp.
 """
 import time
 
 import numpy as np
 from flax import traverse_util
 
-from erp import container
 from erp import data
 from erp import evaluate
-from erp import refinement
+from erp import file as file_lib
+from erp.codecs import surp as refinement
 from erp.baselines import common
 from erp.baselines import prune
 
@@ -84,7 +84,7 @@ def run(config, workdir):
     if value.ndim >= 2:
       payload, coded[path] = refinement.encode_tensor(value, s.sparsity,
                                                       beta_of(config, value.size), s.refine)
-      rows.append((path, METHOD, value.shape, (container.GROUP, payload)))
+      rows.append(file_lib.coded_row(path, refinement.NAME, '', value.shape, payload))
     else:
       step = common.grid_step(value, s.bias_rel_step)
       rows.append(common.affine_row(path, np.round(value / step).astype(np.int64), step))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import erp
-from erp import refinement
+from erp.codecs import surp as refinement
 
 
 def _laplace(shape, seed=0):

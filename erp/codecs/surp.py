@@ -47,6 +47,8 @@ from erp import coding
 from erp import container
 from erp.errors import ErpError
 
+NAME = 'surp'
+SECTION = container.GROUP
 MAX_ITERATIONS_PER_WEIGHT = 64  # Guards the encoder loop; never reached in practice.
 REFRESH_STEPS = 8  # A refresh step j lowers the threshold by 2**(-j / REFRESH_STEPS).
 
@@ -221,3 +223,12 @@ def decode_tensor(payload, shape, what='surp group'):
   w = np.zeros(n)
   w[nonzero] = np.where(negative, -x[nonzero], x[nonzero]) * l1
   return w.astype(np.float32).reshape(shape)
+
+
+def read(payload, leaf):
+  return decode_tensor(payload, tuple(leaf.shape), f'surp group {leaf.path}')
+
+
+def describe(payload, leaf):
+  """The whole section is the code."""
+  return coding.code_stats(8 * len(payload), read(payload, leaf))

@@ -1,10 +1,10 @@
-"""MIRACLE's code (erp.random_code): hashing, importance-sampled indices, the section format."""
+"""MIRACLE's code (erp.codecs.miracle): hashing, importance-sampled indices, the section format."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from erp import random_code
+from erp.codecs import miracle as random_code
 from erp.errors import ErpError
 
 

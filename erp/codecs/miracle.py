@@ -29,9 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import coding
 from erp import container
 from erp.errors import ErpError
 
+NAME = 'miracle'
+SECTION = container.GROUP
 MAX_BITS = 24  # 2**24 candidates per block is already far beyond what encoding can afford.
 
 
@@ -180,3 +183,12 @@ def decode_leaf(payload, shape, path):
   values = block_values(key, np.arange(len(indices)), indices, block_size, scale_of(log_scale))
   rank, sign = hashing(seed, path, n, num_vars)
   return weights(values, num_vars, rank, sign, shape)
+
+
+def read(payload, leaf):
+  return decode_leaf(payload, tuple(leaf.shape), leaf.path)
+
+
+def describe(payload, leaf):
+  """The whole section is the code."""
+  return coding.code_stats(8 * len(payload), read(payload, leaf))

@@ -1,0 +1,208 @@
+"""The .erp file of an EprState: save, and load it back from the file alone.
+
+Format v2 (erp.container frames it): the header lists every leaf as
+[collection, path, codec, variant, shape], which is all decoding needs, plus
+optional JSON metadata that decoding never reads; one section per leaf, read
+by its codec (erp.codecs). No model registry, config schema or dataset is
+needed to decode, and no local path is stored unless the metadata holds one.
+Format v1 files (erp 0.1: header with model, config diff and
+[collection, kind, path, shape] rows) are read by translating their header.
+"""
+import json
+import math
+import os
+import stat
+
+import numpy as np
+
+from erp import codecs
+from erp import container
+from erp import leaves
+from erp.codecs import epr
+from erp.codecs import float as float_codec
+from erp.errors import ErpError
+
+MAX_VALUES = 1 << 31  # Per leaf.
+MAX_FILE_BYTES = 1 << 30
+V1_METADATA = ('method', 'model', 'width', 'dataset', 'config', 'erp_version')
+
+
+def float_row(collection, path, value, dtype=None):
+  """(Leaf, payload) of an uncompressed leaf stored at dtype (default: its own)."""
+  payload, stored = float_codec.write(value, dtype)
+  leaf = codecs.Leaf(collection, path, 'float', stored, tuple(np.shape(value)),
+                     float_codec.decoded_dtype(stored))
+  return leaf, payload
+
+
+def coded_row(path, codec, variant, shape, payload):
+  """(Leaf, payload) of a coded params leaf (decodes to float32)."""
+  return codecs.Leaf('params', path, codec, variant, tuple(shape), 'float32'), payload
+
+
+def to_bytes(rows, metadata=None):
+  """File bytes of [(Leaf, payload)] and JSON-able metadata."""
+  header = {'leaves': [[l.collection, l.path, l.codec, l.variant, list(l.shape)]
+                       for l, _ in rows]}
+  if metadata:
+    try:
+      json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as e:
+      raise ErpError(f'metadata must be JSON (finite numbers, strings, lists, dicts): {e}')
+    header['metadata'] = metadata
+  return container.write(header, [(codecs.get(l.codec).SECTION, p) for l, p in rows])
+
+
+def state_rows(state, *, table='empirical', float_dtype=None):
+  """([(Leaf, payload)] of an EprState's params, {path: coding stats})."""
+  rows, stats = [], {}
+  for path, kind in state.kinds:
+    if kind == 'float':
+      rows.append(float_row('params', path, state.floats[path], float_dtype))
+      continue
+    latent = state.latents[path]
+    payload, stats[path] = epr.write_latent(latent, state.decoders[path], state.priors[path],
+                                            table)
+    rows.append(coded_row(path, epr.NAME, kind, latent.shape, payload))
+  return rows, stats
+
+
+def extra_rows(extra, float_dtype=None):
+  """[(Leaf, payload)] of uncompressed collections {name: pytree}."""
+  rows = []
+  for collection in sorted(extra or {}):
+    if collection == 'params':
+      raise ErpError("extra cannot hold 'params': they come from the state")
+    paths, values, _ = leaves.flatten(extra[collection])
+    for path, value in sorted(zip(paths, values), key=lambda pv: pv[0]):
+      dtype = float_dtype if np.issubdtype(np.asarray(value).dtype, np.floating) else None
+      rows.append(float_row(collection, path, value, dtype))
+  return rows
+
+
+def save(path, state, *, extra=None, metadata=None, table='empirical', float_dtype=None):
+  """Writes the range-coded file of an EprState; returns {num_bytes, coded_latent_bits, groups}.
+
+  extra: uncompressed collections, e.g. {'batch_stats': ...}, stored at their
+  precision (or float_dtype for floats). metadata: any JSON dict, kept in the
+  header and returned by load_metadata. table: 'empirical' or 'prior' (epr codec).
+  """
+  rows, stats = state_rows(state, table=table, float_dtype=float_dtype)
+  blob = to_bytes(rows + extra_rows(extra, float_dtype), metadata)
+  write_atomic(path, blob)
+  return {'num_bytes': len(blob), 'groups': stats,
+          'coded_latent_bits': sum(s['coded_bits'] for s in stats.values())}
+
+
+def write_atomic(path, blob):
+  tmp = f'{path}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(blob)
+  os.replace(tmp, path)
+
+
+def _shape(value, what):
+  if not (isinstance(value, list) and all(type(d) is int and 0 <= d < MAX_VALUES
+                                          for d in value)):
+    raise ErpError(f'{what}: malformed shape {value!r}')
+  if math.prod(value) > MAX_VALUES:
+    raise ErpError(f'{what}: shape {value} is too large')
+  return tuple(value)
+
+
+def _v2_leaves(header):
+  rows = header.get('leaves')
+  if not isinstance(rows, list):
+    raise ErpError('malformed header: no leaf list')
+  out = []
+  for row in rows:
+    if not (isinstance(row, list) and len(row) == 5 and all(isinstance(x, str) for x in row[:4])
+            and row[1]):
+      raise ErpError(f'malformed leaf entry {row!r}')
+    collection, path, codec, variant, shape = row
+    shape = _shape(shape, f'leaf {path}')
+    dtype = float_codec.decoded_dtype(variant) if codec == 'float' else 'float32'
+    out.append(codecs.Leaf(collection, path, codecs.get(codec).NAME, variant, shape, dtype))
+  return out, header.get('metadata', {})
+
+
+def _v1_leaves(header):
+  """Leaves and metadata of an erp 0.1 header."""
+  out = []
+  for row in header.get('leaves', None) or []:
+    if not (isinstance(row, list) and len(row) == 4):
+      raise ErpError(f'malformed leaf entry {row!r}')
+    collection, kind, path, shape = row
+    if not (isinstance(collection, str) and isinstance(path, str) and isinstance(kind, str)):
+      raise ErpError(f'malformed leaf entry {row!r}')
+    shape = _shape(shape, f'leaf {path}')
+    if kind in epr.VARIANTS:
+      out.append(codecs.Leaf(collection, path, 'epr', kind, shape, 'float32'))
+    elif kind == 'float':
+      stored = header.get('float_dtype')
+      out.append(codecs.Leaf(collection, path, 'float', stored, shape,
+                             float_codec.decoded_dtype(stored)))
+    else:
+      out.append(codecs.Leaf(collection, path, codecs.get(kind).NAME, '', shape, 'float32'))
+  return out, {k: header[k] for k in V1_METADATA if k in header}
+
+
+def parse(blob):
+  """(leaves [Leaf], payloads [bytes], metadata dict) of a file's bytes, checked."""
+  version, header, sections = container.read(blob)
+  try:
+    found, metadata = (_v1_leaves if version == 1 else _v2_leaves)(header)
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
+  if not isinstance(metadata, dict):
+    raise ErpError('malformed header: metadata is not a JSON object')
+  if len(found) != len(sections):
+    raise ErpError(f'header lists {len(found)} leaves but the file has {len(sections)} sections')
+  names = [leaf.name for leaf in found]
+  if len(set(names)) != len(names):
+    raise ErpError('a leaf is listed twice in the header')
+  for leaf, (kind, _) in zip(found, sections):
+    if codecs.get(leaf.codec).SECTION != kind:
+      raise ErpError(f'leaf {leaf.name}: codec {leaf.codec!r} does not match its section')
+  return found, [payload for _, payload in sections], metadata
+
+
+def decode_bytes(blob):
+  """({collection: nested dict of numpy arrays}, metadata) of a file's bytes."""
+  found, payloads, metadata = parse(blob)
+  flat = {}
+  try:
+    for leaf, payload in zip(found, payloads):
+      flat.setdefault(leaf.collection, {})[leaf.path] = codecs.read(payload, leaf)
+  except ErpError:
+    raise
+  except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+    raise ErpError(f'malformed model file: {type(e).__name__}: {e}') from None
+  return {col: leaves.nest(values) for col, values in flat.items()}, metadata
+
+
+def read_file(path):
+  """The bytes of a model file: a regular file of at most MAX_FILE_BYTES, else ErpError."""
+  if not isinstance(path, (str, os.PathLike)):
+    raise ErpError(f'expected a file path, got {type(path).__name__}')
+  try:
+    info = os.stat(path)  # Before opening: opening a FIFO would block.
+    if not stat.S_ISREG(info.st_mode):
+      raise ErpError(f'{path} is not a regular file')
+    if info.st_size > MAX_FILE_BYTES:
+      raise ErpError(f'{path}: {info.st_size} bytes, more than a model file may have '
+                     f'({MAX_FILE_BYTES})')
+    with open(path, 'rb') as f:
+      return f.read(MAX_FILE_BYTES + 1)
+  except OSError as e:
+    raise ErpError(f'cannot read {path}: {e.strerror}') from None
+
+
+def load_variables(path):
+  """{'params': ..., <other collections>: ...} as plain nested dicts, from the file alone."""
+  return decode_bytes(read_file(path))[0]
+
+
+def load_metadata(path):
+  """The metadata dict stored in a file ({} if none)."""
+  return parse(read_file(path))[2]

@@ -1,0 +1,149 @@
+"""The EPR state of any params pytree: reparameterize, decode, rate, optimizer.
+
+EPR (Oktay et al. 2020, sec. 2) holds every compressible leaf theta as an
+integer latent phi and a decoder, theta = f(round(phi)), and prices the
+latents with one learned density per leaf (erp.priors). The state is a pytree
+of arrays: take ``jax.grad`` with respect to it, ``tx.init`` it and
+``optax.apply_updates`` to it under ``jax.jit``. Which leaf is which
+(decoder kinds, the input's tree structure) is static data of the pytree.
+"""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from erp import leaves
+from erp import priors
+from erp import reparam
+from erp.errors import ErpError
+
+
+@flax.struct.dataclass
+class EprState:
+  """Latents, decoders and priors of the compressed leaves; the float leaves as they are.
+
+  Each field is a dict keyed by leaf path (erp.leaves.path_name).
+  """
+  latents: dict  # {path: phi}, same shape as the leaf (its DFT for 'dft' leaves).
+  decoders: dict  # {path: {'log_step', ['shift']}}.
+  priors: dict  # {path: deep factorized density params}.
+  floats: dict  # {path: theta}: leaves left uncompressed.
+  kinds: tuple = flax.struct.field(pytree_node=False)  # ((path, 'affine'|'dft'|'float'), ...).
+  treedef: Any = flax.struct.field(pytree_node=False)  # Structure of the params given.
+
+
+def reparameterize(params, *, seed=0, model=None, keep_float=None, conv_decoder='dft',
+                   init_levels=4.0, min_init_step=0.01, prior_filters=(3, 3, 3),
+                   prior_init_scale=10.0):
+  """EprState of a params pytree (random init or trained weights).
+
+  Args:
+    params: any pytree of arrays: linen params, an nnx State, a plain dict.
+    seed: initializes the priors.
+    model: optional nnx model: its normalization modules stay float by type.
+    keep_float: a regex of paths, or a callable (path, value) -> True/False/None,
+      overriding which leaves stay float (erp.leaves.float_paths).
+    conv_decoder: 'dft' (the paper's frequency-domain decoder) or 'affine'.
+    init_levels, min_init_step: initial step = max(std(theta) / init_levels,
+      min_init_step), so latents start at a few integer levels.
+    prior_filters, prior_init_scale: shape of each deep factorized density.
+  """
+  paths, values, treedef = leaves.flatten(params)
+  for path, value in zip(paths, values):
+    if not np.all(np.isfinite(np.asarray(value, np.float64))):
+      raise ErpError(f'reparameterize: leaf {path} has non-finite values')
+  stay_float = leaves.float_paths(paths, values, keep_float, model)
+  kinds, latents, decoders, floats = [], {}, {}, {}
+  for path, value in zip(paths, values):
+    value = jnp.asarray(value)
+    if path in stay_float or not jnp.issubdtype(value.dtype, jnp.floating):
+      kinds.append((path, 'float'))
+      floats[path] = value
+      continue
+    kind = reparam.choose_decoder(value, conv_decoder)
+    kinds.append((path, kind))
+    latents[path], decoders[path] = reparam.init_group(value, kind, init_levels, min_init_step)
+  names = sorted(latents)
+  keys = jax.random.split(jax.random.PRNGKey(seed), max(len(names), 1))
+  prior_params = {path: priors.init(key, tuple(prior_filters), prior_init_scale)
+                  for key, path in zip(keys, names)}
+  return EprState(latents=latents, decoders=decoders, priors=prior_params, floats=floats,
+                  kinds=tuple(kinds), treedef=treedef)
+
+
+def decode_flat(state, quantize=True):
+  """{path: theta}; quantize=True rounds the latents with the straight-through estimator."""
+  out = {}
+  for path, kind in state.kinds:
+    if kind == 'float':
+      out[path] = state.floats[path]
+    else:
+      latent = state.latents[path]
+      latent = reparam.round_ste(latent) if quantize else latent
+      out[path] = reparam.decode_group(kind, latent, state.decoders[path])
+  return out
+
+
+def decode(state, quantize=True):
+  """The params pytree, same structure as reparameterize's input, differentiable.
+
+  quantize=False decodes the unrounded latents (reproduces the input params).
+  """
+  flat = decode_flat(state, quantize)
+  return jax.tree_util.tree_unflatten(state.treedef, [flat[p] for p, _ in state.kinds])
+
+
+def rate(state, rng=None, *, per_group=False, prior_samples=16384, table_points=16384):
+  """Bits of the latents under their priors (EPR eq. 1's rate term).
+
+  With rng: the training-time rate at latents + U(-1/2, 1/2), differentiable
+  to latents and priors (erp.priors.training_bits; prior_samples and
+  table_points trade exactness of large groups' gradients for speed, 0: exact).
+  Without: the bits of the rounded latents, what the priors would spend coding
+  them. Returns the total, or {path: bits} with per_group=True.
+  """
+  if rng is None:
+    rounded = {k: jnp.round(v) for k, v in state.latents.items()}
+    bits = priors.group_bits(rounded, state.priors)
+  else:
+    bits = priors.training_bits(state.latents, state.priors, rng, prior_samples, table_points)
+  if per_group:
+    return bits
+  return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)
+
+
+PARTS = ('latents', 'decoders', 'priors', 'floats')
+
+
+def optimizer(*, latents=0.05, decoders=1e-3, priors=1e-3, floats=1e-3, schedule=None,
+              base=optax.adam):
+  """One optax transformation for an EprState, with a learning rate per part.
+
+  Each part is a learning rate for `base` (Adam by default; scaled by
+  schedule(step) if given) or an optax GradientTransformation used as is.
+  Latents move in integer steps, so their rate is larger (0.05: ~20 steps
+  per level); priors must keep up with the latents they price.
+  """
+  def make(value):
+    if isinstance(value, optax.GradientTransformation):
+      return value
+    lr = float(value)
+    if not np.isfinite(lr) or lr < 0:
+      raise ErpError(f'learning rate must be finite and >= 0, got {value}')
+    return base(lr if schedule is None else (lambda step: lr * schedule(step)))
+
+  parts = dict(latents=latents, decoders=decoders, priors=priors, floats=floats)
+  return optax.multi_transform({k: make(v) for k, v in parts.items()}, labels)
+
+
+def labels(state):
+  """The EprState with every array replaced by the name of its part."""
+  return state.replace(**{part: jax.tree.map(lambda _, p=part: p, getattr(state, part))
+                          for part in PARTS})
+
+
+def compressed_paths(state):
+  return [p for p, kind in state.kinds if kind != 'float']
