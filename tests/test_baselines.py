@@ -39,7 +39,7 @@ def test_uniform_file_holds_the_rounded_weights(float_run, tmp_path):
     original = np.asarray(_flat(start['params'])[tuple(path.split('/'))])
     assert np.abs(decoded - original).max() <= step / 2 * 1.0001
   _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
-  assert header['method'] == 'uniform'
+  assert header['metadata']['method'] == 'uniform'
   saved = json.loads((tmp_path / 'result.json').read_text())
   assert saved['export']['num_bytes'] == (tmp_path / 'model.erp').stat().st_size
   # Quarter-std steps keep the model: within a point of the float error.
@@ -98,7 +98,7 @@ def test_pruned_file_keeps_the_sparsity_and_the_accuracy(float_run, tmp_path):
   # 10 % of the weights on a half-std grid: far below uniform quantization's size.
   assert result['export']['num_bytes'] < 266_610 * 4 / 25
   _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
-  assert header['method'] == 'prune'
+  assert header['metadata']['method'] == 'prune'
 
 
 def _flat(tree):
@@ -117,8 +117,8 @@ def test_surp_file_is_pruned_retrained_and_decodes(float_run, tmp_path):
     if path[-1] == 'kernel':
       assert abs((np.asarray(value) == 0).mean() - 0.9) < 0.01, path
   _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
-  assert header['method'] == 'surp'
-  assert [leaf[1] for leaf in header['leaves'] if leaf[2].endswith('kernel')] == ['surp'] * 3
+  assert header['metadata']['method'] == 'surp'
+  assert [leaf[2] for leaf in header['leaves'] if leaf[1].endswith('kernel')] == ['surp'] * 3
   # The code keeps what retraining reached (one short round here: a few points lost).
   assert result['export']['error_pct'] < result['retrained_error_pct'] + 1.0
   assert result['export']['error_pct'] < float_result['test_error_pct'] + 5.0
@@ -135,8 +135,8 @@ def test_miracle_file_is_the_sent_indices_and_decodes(float_run, tmp_path):
   result = miracle.run(config, str(tmp_path))
   blob = (tmp_path / 'model.erp').read_bytes()
   _, header, sections = container.read(blob)
-  assert header['method'] == 'miracle'
-  assert {leaf[1] for leaf in header['leaves']} == {'miracle'}
+  assert header['metadata']['method'] == 'miracle'
+  assert {leaf[2] for leaf in header['leaves']} == {'miracle'}
   # The file is the indices (bits per block) plus a few bytes per leaf and the header.
   assert result['index_bits'] == result['num_blocks'] * 8
   assert sum(len(p) for _, p in sections) <= result['index_bits'] / 8 + 6 * 11
