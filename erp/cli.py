@@ -2,6 +2,8 @@
 import sys
 
 from absl import app
+from absl import flags
+from absl import logging
 
 from erp.errors import ErpError
 
@@ -16,6 +18,8 @@ def run(main_fn):
   try:
     def wrapped(argv):
       started.append(True)
+      if not flags.FLAGS['verbosity'].present:  # jax logs its backend probing at INFO.
+        logging.set_verbosity(logging.WARNING)
       main_fn(argv)
 
     app.run(wrapped)

@@ -26,12 +26,13 @@ STEPS, BATCH, LMBDA = 300, 64, 1.0
 
 class LinenCNN(nn.Module):
   """Conv-BatchNorm-ReLU blocks, Dropout, Dense; its norm layer is named bn1."""
+  num_classes: int = 10
 
   @nn.compact
   def __call__(self, x, train=False):
     x = nn.relu(nn.BatchNorm(not train, name='bn1')(nn.Conv(8, (5, 5))(x)))
     x = nn.max_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
-    return nn.Dense(10)(nn.Dropout(0.3, deterministic=not train)(x))
+    return nn.Dense(self.num_classes)(nn.Dropout(0.3, deterministic=not train)(x))
 
 
 class NnxCNN(nnx.Module):
@@ -264,3 +265,46 @@ def variables_digest(variables):
     h.update(f'{key}:{a.shape}'.encode())
     h.update(a.tobytes())
   return h.hexdigest()
+
+
+def test_harness_trains_a_model_named_by_module_and_evaluates_its_file(tmp_path, data_dir):
+  """erp.train with --config.model.name=test_api:LinenCNN (Dropout, BatchNorm named bn1)."""
+  from erp import train
+  from conftest import load_config
+  c = load_config('mnist_lenet5')
+  c.unlock()
+  c.model.name = 'test_api:LinenCNN'
+  c.data.dir = data_dir
+  c.rd.enabled, c.rd.lmbda = True, 1.0
+  c.train.num_epochs, c.train.log_every_steps = 1, 200
+  result = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert result['export']['bit_exact'] and result['export']['error_pct'] < 10.0  # Chance: 90 %.
+  path = str(tmp_path / 'run' / 'model.erp')
+  metadata = erp.load_metadata(path)
+  assert metadata['model'] == 'test_api:LinenCNN'
+  assert data_dir not in json.dumps(metadata) and 'init_from' not in metadata['config']
+  # The file alone names the model, but importing it is the user's call.
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join([REPO, os.path.join(REPO, 'tests')]),
+         'ERP_DATA_DIR': data_dir}
+  cmd = [sys.executable, '-m', 'erp.evaluate', '--model', path, '--json']
+  refused = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+  assert refused.returncode == 1 and 'model_class' in refused.stderr, refused.stderr
+  assert len(refused.stderr.strip().splitlines()) == 1
+  done = subprocess.run(cmd + ['--model_class=test_api:LinenCNN'], capture_output=True,
+                        text=True, env=env, cwd=tmp_path)
+  assert done.returncode == 0, done.stderr
+  record = json.loads(done.stdout)  # --json: one JSON document, nothing else.
+  assert record['error_pct'] == result['export']['error_pct']
+  inspected = subprocess.run([sys.executable, '-m', 'erp.inspect', path, '--json'],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+  codecs = {row['path']: row['codec'] for row in json.loads(inspected.stdout)['leaves']}
+  assert codecs['params/bn1/scale'] == 'float:float32'
+  assert codecs['params/Conv_0/kernel'] == 'epr:dft'
+  assert codecs['batch_stats/bn1/mean'] == 'float:float32'
+
+
+def test_readme_carries_the_example_verbatim():
+  with open(os.path.join(REPO, 'examples', 'compress_own_model.py')) as f:
+    example = f.read()
+  with open(os.path.join(REPO, 'README.md')) as f:
+    assert '```python\n' + example + '```' in f.read()
