@@ -26,11 +26,27 @@ def run(main_fn):
   except (AttributeError, KeyError) as e:
     if started:
       raise
-    bad = [a for a in sys.argv[1:] if a.startswith('--config.')]
-    key = str(e).strip('"\'')
-    print(f"erp: error: unknown config key '{key}' (overrides given: {' '.join(bad)})",
-          file=sys.stderr)
+    print(f'erp: error: {unknown_key_message(sys.argv[1:], e)}', file=sys.stderr)
     sys.exit(2)
   except ErpError as e:
     print(f'erp: error: {e}', file=sys.stderr)
     sys.exit(1)
+
+
+def unknown_key_message(args, error):
+  """'unknown config key 'lmda' (did you mean 'rd.lmbda'?)' for the first bad --config.KEY."""
+  import difflib
+  from erp.config import _flatten, base_config
+  known = set(_flatten(base_config().to_dict()))
+  for arg in args:
+    if arg.startswith('--config.'):
+      key = arg[len('--config.'):].partition('=')[0]
+      if key not in known:
+        leaf = key.rpartition('.')[2]
+        close = difflib.get_close_matches(key, known, 1) or difflib.get_close_matches(
+            leaf, {k.rpartition('.')[2]: k for k in known}, 1)
+        if close and close[0] not in known:
+          close = [k for k in known if k.rpartition('.')[2] == close[0]][:1]
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        return f"unknown config key '{key}'{hint}"
+  return f'bad config override: {str(error).strip(chr(34) + chr(39))}'

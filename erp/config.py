@@ -6,8 +6,11 @@ An experiment file in configs/ defines `get_config(arg=None)` that calls
 """
 import hashlib
 import json
+import math
 
 import ml_collections
+
+from erp.errors import ErpError
 
 
 def base_config():
@@ -138,3 +141,34 @@ def from_diff(diff):
     except (KeyError, TypeError, ValueError, AttributeError):
       continue
   return config
+
+
+def _number(config, key, minimum=0.0):
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node) \
+      or node < minimum:
+    raise ErpError(f'{key} must be a finite number >= {minimum:g}, got {node!r}')
+  return node
+
+
+def validate(config):
+  """Refuses settings that would silently train something other than what was asked."""
+  lmbda = _number(config, 'rd.lmbda')
+  if config.rd.enabled and lmbda == 0:
+    raise ErpError('rd.enabled=True with rd.lmbda=0 trains without the rate term: '
+                   'set --config.rd.lmbda (e.g. 0.1; larger gives smaller files)')
+  if not config.rd.enabled and lmbda != 0:
+    raise ErpError(f'rd.lmbda={lmbda:g} is set but rd.enabled=False, which trains a float '
+                   'model and writes no file: add --config.rd.enabled=True')
+  for key in ('optim.lr', 'rd.latent_lr', 'rd.decoder_lr', 'rd.prior_lr', 'optim.weight_decay'):
+    _number(config, key)
+  _number(config, 'train.num_epochs', 1)
+  _number(config, 'train.batch_size', 1)
+
+
+def differing_keys(a, b):
+  """Dotted keys whose values differ between two config dicts (or exist in one only)."""
+  fa, fb = _flatten(a), _flatten(b)
+  return sorted(k for k in set(fa) | set(fb) if fa.get(k, object()) != fb.get(k, object()))

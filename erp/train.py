@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from erp import cli
+from erp import config as config_lib
 from erp import data
 from erp import evaluate
 from erp import export
@@ -116,9 +117,14 @@ def _format_eta(seconds):
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-def train_and_evaluate(config, workdir):
-  """Trains, evaluates, checkpoints, writes metrics.jsonl and result.json; returns the result."""
-  workdir_lib.write_config(workdir, config)
+def train_and_evaluate(config, workdir, overwrite=False):
+  """Trains, evaluates, checkpoints, writes metrics.jsonl and result.json; returns the result.
+
+  A workdir holding a run resumes it only if its config is this one; overwrite=True
+  starts afresh instead.
+  """
+  config_lib.validate(config)
+  workdir_lib.prepare(workdir, config, overwrite)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   # Wall time counts every session of a resumed run: earlier ones from their records.
   start = time.time() - workdir_lib.logged_wall_s(metrics_path)
@@ -196,12 +202,13 @@ def train_and_evaluate(config, workdir):
 
 def main(argv):
   del argv
-  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.overwrite)
 
 
 if __name__ == '__main__':
   # Flags live here so that importing erp.train (tests, export) defines none.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
+  flags.DEFINE_bool('overwrite', False, 'Start afresh in a workdir that holds another run.')
   flags.mark_flags_as_required(['config', 'workdir'])
   cli.run(main)

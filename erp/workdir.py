@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from erp import config as config_lib
 from erp.config import config_hash, to_json
 from erp.errors import ErpError
 
@@ -15,10 +16,47 @@ CHECKPOINT = 'checkpoint.msgpack'
 FILE_NAME = 'model.erp'
 
 
+RUN_FILES = ('config.json', CHECKPOINT, 'metrics.jsonl', 'result.json', FILE_NAME)
+IGNORED_ON_RESUME = ('data.dir',)  # Where the data lives does not change the run.
+
+
+def make(workdir):
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ErpError(f'workdir {workdir} exists and is not a directory')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ErpError(f'cannot create workdir {workdir}: {e.strerror}') from None
+
+
 def write_config(workdir, config):
-  os.makedirs(workdir, exist_ok=True)
+  make(workdir)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(to_json(config))
+
+
+def prepare(workdir, config, overwrite=False):
+  """A workdir ready for this config: a run of another config in it is an error (or, with
+  overwrite, removed); a run of this one is resumed."""
+  make(workdir)
+  stored = os.path.join(workdir, 'config.json')
+  started = [n for n in RUN_FILES[1:] if os.path.exists(os.path.join(workdir, n))]
+  if overwrite:
+    for name in started:
+      os.remove(os.path.join(workdir, name))
+  elif started and os.path.exists(stored):
+    try:
+      with open(stored) as f:
+        old = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ErpError(f'{stored} is unreadable ({e}); use --overwrite or a new workdir') from None
+    changed = [k for k in config_lib.differing_keys(old, json.loads(to_json(config)))
+               if k not in IGNORED_ON_RESUME]
+    if changed:
+      shown = ', '.join(changed[:5]) + (' ...' if len(changed) > 5 else '')
+      raise ErpError(f'workdir {workdir} holds a run with another config (differs in: {shown}); '
+                     'rerun with --overwrite to start afresh, or use a new workdir')
+  write_config(workdir, config)
 
 
 def save_checkpoint(workdir, state):
@@ -33,8 +71,12 @@ def restore_checkpoint(workdir, state):
   path = os.path.join(workdir, CHECKPOINT)
   if not os.path.exists(path):
     return state
-  with open(path, 'rb') as f:
-    return flax.serialization.from_bytes(state, f.read())
+  try:
+    with open(path, 'rb') as f:
+      return flax.serialization.from_bytes(state, f.read())
+  except Exception as e:  # msgpack and flax raise many kinds for a damaged file.
+    raise ErpError(f'checkpoint {path} is damaged or from another kind of run '
+                   f'({type(e).__name__}); rerun with --overwrite to start afresh') from None
 
 
 def read_checkpoint(workdir):

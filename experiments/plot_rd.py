@@ -55,15 +55,19 @@ def plot(ours, pubs, dataset, model, path):
 
 
 def main():
-  p = argparse.ArgumentParser()
-  p.add_argument('--results', default='experiments/results')
-  p.add_argument('--out_dir', default='experiments/results')
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--results', default=os.path.join(tables.HERE, 'results'),
+                 help='results root: DATASET/RUN/result.json or RUN/result.json below it')
+  p.add_argument('--out_dir', default='', help='default: the results root')
   args = p.parse_args()
   ours, pubs = tables.rows(args.results), tables.published()
+  if not ours:
+    raise SystemExit(f'no result.json under {args.results}; nothing plotted')
   for (dataset, model), mine in tables.panels(ours).items():
     if all(r['method'] == 'float' for r in mine):
       continue
-    path = os.path.join(args.out_dir, dataset, f'rd_{model}.png')
+    path = os.path.join(args.out_dir or args.results, dataset, f'rd_{model}.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     plot(mine, [q for q in pubs if (q['dataset'], q['model']) == (dataset, model)],
          dataset, model, path)
     print(path)

@@ -6,6 +6,8 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
+import erp
+
 from conftest import REPO, load_config
 
 
@@ -43,9 +45,14 @@ def test_cli_reports_an_unknown_key_in_one_line(tmp_path):
        f'--workdir={tmp_path}', '--config.rd.no_such_field=1'],
       cwd=REPO, capture_output=True, text=True)
   assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      "erp: error: unknown config key 'no_such_field'"), proc.stderr
-  assert 'Traceback' not in proc.stderr
+  assert proc.stderr.strip() == "erp: error: unknown config key 'rd.no_such_field'", proc.stderr
+  proc = subprocess.run(
+      [sys.executable, '-m', 'erp.train', '--config=configs/mnist_lenet300.py',
+       f'--workdir={tmp_path}', '--config.rd.enabled=True', '--config.lmda=0.1'],
+      cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == (
+      "erp: error: unknown config key 'lmda' (did you mean 'rd.lmbda'?)"), proc.stderr
 
 
 def test_wrong_type_is_an_error():
@@ -59,3 +66,25 @@ def test_every_config_is_locked(name):
   c = load_config(name)
   with pytest.raises(AttributeError):
     c.not_a_field = 1
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'rd.enabled': True}, 'rd.lmbda=0 trains without the rate term'),
+    ({'rd.lmbda': 0.1}, 'rd.enabled=False'),
+    ({'rd.enabled': True, 'rd.lmbda': float('nan')}, 'rd.lmbda must be a finite number'),
+    ({'rd.enabled': True, 'rd.lmbda': float('inf')}, 'rd.lmbda must be a finite number'),
+    ({'rd.enabled': True, 'rd.lmbda': -1.0}, 'rd.lmbda must be a finite number >= 0'),
+    ({'optim.lr': float('nan')}, 'optim.lr must be'),
+    ({'train.num_epochs': 0}, 'train.num_epochs must be'),
+])
+def test_settings_that_would_train_something_else_are_refused(overrides, message):
+  from erp.config import validate
+  c = load_config('mnist_lenet300')
+  c.unlock()
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    c[section][name] = value
+  with pytest.raises(erp.ErpError, match=message):
+    validate(c)
+  c.rd.enabled, c.rd.lmbda, c.optim.lr, c.train.num_epochs = True, 0.1, 1e-3, 1
+  validate(c)

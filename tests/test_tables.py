@@ -1,6 +1,7 @@
 """Tables and plots are generated from the runs' result.json files."""
 import json
 import os
+import subprocess
 import sys
 
 from conftest import REPO
@@ -86,3 +87,26 @@ def test_versus_finds_a_smaller_and_better_file_or_none(tmp_path):
 def test_front_keeps_the_points_no_other_beats():
   points = [(8.0, 1.9), (7.7, 2.1), (25.0, 1.8), (12.0, 2.0), (100.0, 1.5)]
   assert plot_rd.front(points) == [(7.7, 2.1), (8.0, 1.9), (25.0, 1.8), (100.0, 1.5)]
+
+
+def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
+  sweep = tmp_path / 'sweep'
+  base = {'train': {'num_epochs': 3}, 'rd': {'lmbda': 0.1}}
+  _write(sweep, '', 'lmbda0.1', 'epr', 5000, 2.0, base)  # sweep.py's ROOT/RUN/result.json.
+  assert [r['run'] for r in tables.rows(str(sweep))] == ['lmbda0.1']
+  readme = tmp_path / 'README.md'
+  readme.write_text('a\n<!-- results:start -->\nOLD\n<!-- results:end -->\nb\n')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  for script in ('tables.py', 'plot_rd.py'):
+    args = ['--results', str(empty)] + (['--readme', str(readme)] if script == 'tables.py' else [])
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'experiments', script)] + args,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and 'nothing' in proc.stderr, proc.stderr
+  assert 'OLD' in readme.read_text()
+  out = tmp_path / 'new' / 'deeper' / 'summary.md'  # Output folders are created.
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'experiments', 'tables.py'),
+                         '--results', str(sweep), '--out', str(out)], capture_output=True,
+                        text=True, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert 'lmbda0.1' in out.read_text() and not (tmp_path / 'README.md').read_text() == ''

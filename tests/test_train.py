@@ -108,3 +108,30 @@ def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
   c.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(erp.ErpError, match='no checkpoint'):
     runs.setup(c)
+
+
+def test_a_workdir_resumes_only_the_run_of_its_own_config(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  c = _config(data_dir)
+  workdir_lib.prepare(str(workdir), c)
+  (workdir / 'metrics.jsonl').write_text('{"wall_s": 1.0}\n')  # A started run.
+  other = _config(data_dir)
+  other.optim.lr = 2e-3
+  with pytest.raises(erp.ErpError, match=r'another config \(differs in: optim.lr\).*--overwrite'):
+    train.train_and_evaluate(other, str(workdir))
+  assert '"lr": 0.001' in (workdir / 'config.json').read_text()  # Not overwritten.
+  switched = _config(data_dir, enabled=True, lmbda=1.0)
+  with pytest.raises(erp.ErpError, match='rd.enabled'):
+    train.train_and_evaluate(switched, str(workdir))
+  # A damaged checkpoint of the same config is one clear error, not a msgpack traceback.
+  (workdir / 'checkpoint.msgpack').write_bytes(b'\x93garbage')
+  with pytest.raises(erp.ErpError, match='checkpoint .* is damaged'):
+    train.train_and_evaluate(_config(data_dir), str(workdir))
+  # --overwrite starts afresh: the damaged checkpoint and old metrics are gone.
+  workdir_lib.prepare(str(workdir), other, overwrite=True)
+  assert not (workdir / 'checkpoint.msgpack').exists()
+  assert not (workdir / 'metrics.jsonl').exists()
+  not_a_dir = tmp_path / 'file'
+  not_a_dir.write_text('x')
+  with pytest.raises(erp.ErpError, match='not a directory'):
+    train.train_and_evaluate(_config(data_dir), str(not_a_dir))
