@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import os
 import tarfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -95,8 +96,11 @@ def _open_maybe_gz(folder, base):
 
 def _read_idx(folder, base, expected_magic):
   f, path = _open_maybe_gz(folder, base)
-  with f:
-    data = f.read()
+  try:
+    with f:
+      data = f.read()
+  except (OSError, EOFError, zlib.error) as e:  # gzip: truncated, bad CRC, not gzip.
+    raise ErpError(f'{path}: damaged file ({type(e).__name__}: {e})') from None
   if len(data) < 8:
     raise ErpError(f'{path}: truncated IDX header')
   magic = int.from_bytes(data[:4], 'big')

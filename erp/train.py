@@ -149,7 +149,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   train_step = make_train_step(config, model, ds, tx, num_train)
   predict = evaluate.make_predict(model, ds)
   images_dev, labels_dev = jnp.asarray(train_x), jnp.asarray(train_y)
-  t_loop, steps_done, pending = time.time(), 0, []
+  t_loop, steps_done, pending = None, 0, []  # Timed from the end of the first (compiling) step.
   record = {}
 
   for epoch in range(first_epoch, config.train.num_epochs):
@@ -158,17 +158,22 @@ def train_and_evaluate(config, workdir, overwrite=False):
     for s in range(steps_per_epoch):
       state, metrics = train_step(state, images_dev, labels_dev, idx[s])
       pending.append(metrics)
-      steps_done += 1
+      if t_loop is None:
+        jax.block_until_ready(metrics)
+        t_loop = time.time()
+      else:
+        steps_done += 1
       if len(pending) < config.train.log_every_steps and s + 1 < steps_per_epoch:
         continue
       metrics = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
       pending = []
-      rate = steps_done / (time.time() - t_loop)
+      rate = steps_done / max(time.time() - t_loop, 1e-9)
       step = int(state.step)
       print(f'step {step}/{total_steps} epoch {epoch + 1} loss {metrics["loss"]:.4f} '
             f'ce {metrics["ce"]:.4f} bits {metrics["bits"]:.0f} '
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '
-            f'ETA {_format_eta((total_steps - step) / rate)}', flush=True)
+            f'ETA {_format_eta((total_steps - step) / rate) if steps_done else "-"}',
+            flush=True)
       workdir_lib.append_jsonl(metrics_path, {'step': step, 'epoch': epoch + 1, 'split': 'train',
                                    'wall_s': time.time() - start, **metrics})
     last = epoch + 1 == config.train.num_epochs

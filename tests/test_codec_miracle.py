@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import erp
+from erp import container
 from erp.codecs import miracle as random_code
 from erp.errors import ErpError
 
@@ -92,3 +94,15 @@ def test_damaged_sections_are_named_errors():
 def test_kl_of_equal_gaussians_is_zero_and_grows_with_the_gap():
   kl = random_code.kl_nats(jnp.array([0.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 0.5]), 1.0)
   np.testing.assert_allclose(kl, [0.0, 0.5, np.log(2) + 0.125 - 0.5], atol=1e-6)
+
+
+def test_seed_and_block_size_beyond_the_limits_are_refused_both_ways():
+  payload = random_code.encode_leaf(1, 40, 8, 6, 0.0, np.arange(5))
+  seed_bytes = len(container.Writer().varint(1).getvalue())
+  too_big = container.Writer().varint(1 << 40).getvalue() + payload[seed_bytes:]
+  with pytest.raises(erp.ErpError, match='exceeds limit'):
+    random_code.decode_leaf(too_big, (40,), 'w')
+  with pytest.raises(ValueError, match='seed'):
+    random_code.encode_leaf(1 << 32, 40, 8, 6, 0.0, np.arange(5))
+  with pytest.raises(ValueError, match='block_size'):
+    random_code.encode_leaf(1, 40, 8192, 6, 0.0, np.arange(1))

@@ -99,3 +99,21 @@ def test_preprocess_normalizes_and_augments():
   assert not np.allclose(aug, plain)
   # A crop of the padded image: every augmented row holds values of the original or padding.
   assert np.isfinite(np.asarray(aug)).all()
+
+
+def test_a_damaged_gz_dataset_file_is_one_clear_error(tmp_path, data_dir):
+  import shutil
+  folder = tmp_path / 'mnist'
+  folder.mkdir()
+  for name in os.listdir(os.path.join(data_dir, 'mnist')):
+    shutil.copy(os.path.join(data_dir, 'mnist', name), folder / name)
+  images = folder / 'train-labels-idx1-ubyte.gz'
+  blob = images.read_bytes()
+  images.write_bytes(blob[:len(blob) // 2])  # Truncated.
+  with pytest.raises(ErpError, match='damaged file'):
+    data.load('mnist', 'train', str(tmp_path), allow_tfds=False)
+  corrupt = bytearray(blob)
+  corrupt[-6] ^= 0xFF  # Inside the gzip trailer's CRC.
+  images.write_bytes(bytes(corrupt))
+  with pytest.raises(ErpError, match='damaged file'):
+    data.load('mnist', 'train', str(tmp_path), allow_tfds=False)

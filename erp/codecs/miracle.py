@@ -36,6 +36,8 @@ from erp.errors import ErpError
 NAME = 'miracle'
 SECTION = container.GROUP
 MAX_BITS = 24  # 2**24 candidates per block is already far beyond what encoding can afford.
+MAX_SEED = (1 << 32) - 1  # Larger seeds decode differently under JAX_ENABLE_X64.
+MAX_BLOCK_SIZE = 4096  # The paper's blocks hold ~30 variables; decoding pads to 1024 blocks.
 
 
 def num_blocks(num_vars, block_size):
@@ -144,6 +146,9 @@ def kl_nats(mu, sigma, scale):
 def encode_leaf(seed, num_vars, block_size, bits, log_scale, indices):
   """Section payload bytes of one leaf from its sent indices [num_blocks]."""
   indices = np.asarray(indices, np.int64)
+  if not (0 <= seed <= MAX_SEED and 1 <= block_size <= MAX_BLOCK_SIZE):
+    raise ValueError(f'need 0 <= seed <= {MAX_SEED} and 1 <= block_size <= {MAX_BLOCK_SIZE}; '
+                     f'got {seed}, {block_size}')
   if len(indices) != num_blocks(num_vars, block_size) or not 1 <= bits <= MAX_BITS:
     raise ValueError(f'{len(indices)} indices for {num_vars} variables in blocks of '
                      f'{block_size} at {bits} bits')
@@ -158,8 +163,8 @@ def encode_leaf(seed, num_vars, block_size, bits, log_scale, indices):
 def read_leaf(payload, n, what='miracle group'):
   """(seed, num_vars, block_size, bits, log_scale, indices int64) of a section, checked."""
   r = container.Reader(payload, what)
-  seed, num_vars = r.varint(1 << 63), r.varint(n)
-  block_size, bits = r.varint(1 << 24), r.varint(MAX_BITS)
+  seed, num_vars = r.varint(MAX_SEED), r.varint(n)
+  block_size, bits = r.varint(MAX_BLOCK_SIZE), r.varint(MAX_BITS)
   if num_vars < 1 or block_size < 1 or bits < 1:
     raise ErpError(f'{what}: invalid layout ({num_vars} variables, blocks of {block_size}, '
                    f'{bits} bits)')
