@@ -31,6 +31,17 @@ def grid(sweeps):
   return runs
 
 
+def last_line(root, name):
+  """The last non-empty line of a run's train.log ('' if none yet)."""
+  try:
+    with open(os.path.join(root, name, 'train.log'), 'rb') as f:
+      f.seek(max(0, os.path.getsize(f.name) - 4096))
+      lines = [l for l in f.read().decode(errors='replace').splitlines() if l.strip()]
+  except OSError:
+    return ''
+  return lines[-1][:160] if lines else ''
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--config', required=True, help='config file, optionally with :arg')
@@ -39,6 +50,8 @@ def main():
   p.add_argument('--root', required=True, help='parent directory of the run workdirs')
   p.add_argument('--parallel', type=int, default=1, help='runs at a time')
   p.add_argument('--prefix', default='', help='prefix of each run directory name')
+  p.add_argument('--progress_s', type=float, default=60,
+                 help='print each running run\'s last log line this often (0: never)')
   p.add_argument('--module', default='erp.train',
                  help='what each run executes: erp.train, or a baseline (erp.baselines.uniform)')
   args = p.parse_args()
@@ -46,7 +59,7 @@ def main():
   pending = [(args.prefix + name, overrides) for name, overrides in grid(args.sweep)]
   running = []
   os.makedirs(args.root, exist_ok=True)
-  failed = []
+  failed, last_report = [], time.time()
   while pending or running:
     while pending and len(running) < args.parallel:
       name, overrides = pending.pop(0)
@@ -62,6 +75,10 @@ def main():
       running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
                       time.time()))
     time.sleep(1)
+    if args.progress_s and time.time() - last_report >= args.progress_s:
+      last_report = time.time()
+      for name, _, start in running:
+        print(f'  {name} ({time.time() - start:.0f} s): {last_line(args.root, name)}', flush=True)
     for run in list(running):
       name, proc, start = run
       if proc.poll() is not None:

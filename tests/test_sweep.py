@@ -18,3 +18,10 @@ def test_grid_is_the_cartesian_product_with_flat_names():
 
 def test_no_sweep_axes_is_one_run():
   assert sweep.grid([]) == [('run', [])]
+
+
+def test_progress_reads_the_last_line_of_a_runs_log(tmp_path):
+  (tmp_path / 'run1').mkdir()
+  (tmp_path / 'run1' / 'train.log').write_text('step 1\n' + 'x' * 5000 + '\nstep 200/468 ETA 0:01\n\n')
+  assert sweep.last_line(str(tmp_path), 'run1') == 'step 200/468 ETA 0:01'
+  assert sweep.last_line(str(tmp_path), 'not_started') == ''

@@ -105,7 +105,9 @@ def finetune(config, model, ds, variables, transform, epochs, lr, train_x, train
   for epoch in range(epochs):
     order = data.epoch_permutation(c.seed + 1000, epoch, num_train)
     for batch_idx in order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch):
-      state, _ = step(state, images, labels, jnp.asarray(batch_idx))
+      state, metrics = step(state, images, labels, jnp.asarray(batch_idx))
+    print(f'fine-tune epoch {epoch + 1}/{epochs}: ce {float(metrics["ce"]):.4f} '
+          f'train_acc {float(metrics["accuracy"]):.4f}', flush=True)
   out = {'params': transform(state_lib.decode(state.trainable))}
   if state.batch_stats:
     out['batch_stats'] = state.batch_stats

@@ -70,6 +70,8 @@ def run(config, workdir):
   model, ds, variables = common.float_start(config)
   train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
   for r in range(1, s.rounds + 1):
+    print(f'surp round {r}/{s.rounds}: density {(1 - s.sparsity)**(r / s.rounds):.4f}',
+          flush=True)
     flat = reconstruct(common.flat_params(variables), config, (1 - s.sparsity)**(r / s.rounds))
     masks = {path: (value != 0).astype(np.float32) if value.ndim >= 2 else np.ones_like(value)
              for path, value in flat.items()}
