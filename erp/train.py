@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   state = workdir_lib.restore_checkpoint(workdir, state)
   first_epoch = int(state.step) // steps_per_epoch
   if first_epoch:
-    print(f'resumed from {workdir_lib.CHECKPOINT} at epoch {first_epoch}', flush=True)
+    print(f'resumed from the checkpoint at epoch {first_epoch}', flush=True)
 
   train_step = make_train_step(config, model, ds, tx, num_train)
   predict = evaluate.make_predict(model, ds)
@@ -188,7 +188,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
       extra = f' est {record["est_kb"]:.2f} KB' if 'est_kb' in record else ''
       print(f'eval epoch {epoch + 1}: test error {error:.2f}%{extra}', flush=True)
     if last or (epoch + 1) % config.train.checkpoint_every_epochs == 0:
-      workdir_lib.save_checkpoint(workdir, state)
+      workdir_lib.save_checkpoint(workdir, state, config.train.keep_checkpoints)
 
   if not record:  # Resumed after the last epoch: evaluate the restored state.
     record = {'error_pct': evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)}

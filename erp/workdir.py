@@ -2,6 +2,7 @@
 import json
 import os
 import platform
+import shutil
 
 import flax
 import jax
@@ -12,11 +13,12 @@ from erp import config as config_lib
 from erp.config import config_hash, to_json
 from erp.errors import ErpError
 
-CHECKPOINT = 'checkpoint.msgpack'
+CHECKPOINTS = 'checkpoints'  # orbax CheckpointManager directory.
+CHECKPOINT = 'checkpoint.msgpack'  # erp 0.1's single checkpoint: still read.
 FILE_NAME = 'model.erp'
 
 
-RUN_FILES = ('config.json', CHECKPOINT, 'metrics.jsonl', 'result.json', FILE_NAME)
+RUN_FILES = ('config.json', CHECKPOINTS, CHECKPOINT, 'metrics.jsonl', 'result.json', FILE_NAME)
 IGNORED_ON_RESUME = ('data.dir',)  # Where the data lives does not change the run.
 
 
@@ -43,7 +45,8 @@ def prepare(workdir, config, overwrite=False):
   started = [n for n in RUN_FILES[1:] if os.path.exists(os.path.join(workdir, n))]
   if overwrite:
     for name in started:
-      os.remove(os.path.join(workdir, name))
+      path = os.path.join(workdir, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
   elif started and os.path.exists(stored):
     try:
       with open(stored) as f:
@@ -59,28 +62,51 @@ def prepare(workdir, config, overwrite=False):
   write_config(workdir, config)
 
 
-def save_checkpoint(workdir, state):
-  path = os.path.join(workdir, CHECKPOINT)
-  with open(path + '.tmp', 'wb') as f:
-    f.write(flax.serialization.to_bytes(jax.device_get(state)))
-  os.replace(path + '.tmp', path)
+def _manager(workdir, keep=2):
+  import orbax.checkpoint as ocp  # Heavy import; only where checkpoints are written or read.
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=False))
+
+
+def save_checkpoint(workdir, state, keep=2):
+  """Writes state at its step into WORKDIR/checkpoints/ (orbax: atomic, the newest `keep`)."""
+  import orbax.checkpoint as ocp
+  manager = _manager(workdir, keep)
+  manager.save(int(state.step), args=ocp.args.StandardSave(jax.device_get(state)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def _has_orbax(workdir):
+  path = os.path.join(workdir, CHECKPOINTS)
+  return os.path.isdir(path) and any(n.isdigit() for n in os.listdir(path))
 
 
 def restore_checkpoint(workdir, state):
-  """state restored from the workdir's checkpoint (state itself if there is none)."""
-  path = os.path.join(workdir, CHECKPOINT)
-  if not os.path.exists(path):
-    return state
+  """state at the workdir's newest checkpoint (orbax, or an erp 0.1 checkpoint.msgpack);
+  state itself if there is none."""
   try:
+    if _has_orbax(workdir):
+      import orbax.checkpoint as ocp
+      manager = _manager(workdir)
+      return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+    path = os.path.join(workdir, CHECKPOINT)
+    if not os.path.exists(path):
+      return state
     with open(path, 'rb') as f:
       return flax.serialization.from_bytes(state, f.read())
-  except Exception as e:  # msgpack and flax raise many kinds for a damaged file.
-    raise ErpError(f'checkpoint {path} is damaged or from another kind of run '
+  except Exception as e:  # msgpack, orbax and flax raise many kinds for a damaged checkpoint.
+    raise ErpError(f'the checkpoint in {workdir} is damaged or from another kind of run '
                    f'({type(e).__name__}); rerun with --overwrite to start afresh') from None
 
 
 def read_checkpoint(workdir):
-  """The raw state dict of a workdir's checkpoint."""
+  """The raw state dict of a workdir's newest checkpoint (orbax or checkpoint.msgpack)."""
+  if _has_orbax(workdir):
+    manager = _manager(workdir)
+    return manager.restore(manager.latest_step())
   path = os.path.join(workdir, CHECKPOINT)
   if not os.path.exists(path):
     raise ErpError(f'no checkpoint in {workdir}')
@@ -91,11 +117,14 @@ def read_checkpoint(workdir):
 def pretrained_variables(path, template):
   """Float variables from a float run's checkpoint (a file, or the workdir holding it)."""
   if os.path.isdir(path):
-    path = os.path.join(path, CHECKPOINT)
-  if not os.path.exists(path):
+    if not _has_orbax(path) and not os.path.exists(os.path.join(path, CHECKPOINT)):
+      raise ErpError(f'init_from: no checkpoint in {path}')
+    raw = read_checkpoint(path)
+  elif os.path.exists(path):  # An erp 0.1 checkpoint.msgpack file.
+    with open(path, 'rb') as f:
+      raw = flax.serialization.msgpack_restore(f.read())
+  else:
     raise ErpError(f'init_from: no checkpoint at {path}')
-  with open(path, 'rb') as f:
-    raw = flax.serialization.msgpack_restore(f.read())
   floats = raw['trainable']['floats']
   flat = traverse_util.flatten_dict(template['params'], sep='/')
   if set(floats) != set(flat):

@@ -125,7 +125,7 @@ def test_a_workdir_resumes_only_the_run_of_its_own_config(tmp_path, data_dir):
     train.train_and_evaluate(switched, str(workdir))
   # A damaged checkpoint of the same config is one clear error, not a msgpack traceback.
   (workdir / 'checkpoint.msgpack').write_bytes(b'\x93garbage')
-  with pytest.raises(erp.ErpError, match='checkpoint .* is damaged'):
+  with pytest.raises(erp.ErpError, match='checkpoint in .* is damaged'):
     train.train_and_evaluate(_config(data_dir), str(workdir))
   # --overwrite starts afresh: the damaged checkpoint and old metrics are gone.
   workdir_lib.prepare(str(workdir), other, overwrite=True)
@@ -135,3 +135,35 @@ def test_a_workdir_resumes_only_the_run_of_its_own_config(tmp_path, data_dir):
   not_a_dir.write_text('x')
   with pytest.raises(erp.ErpError, match='not a directory'):
     train.train_and_evaluate(_config(data_dir), str(not_a_dir))
+
+
+def test_checkpoints_are_orbax_keep_the_newest_and_old_msgpack_still_starts_a_run(tmp_path,
+                                                                                 data_dir):
+  import flax
+  c = _config(data_dir)
+  c.train.num_epochs, c.train.keep_checkpoints = 3, 2
+  result = train.train_and_evaluate(c, str(tmp_path / 'float'))
+  steps = sorted(int(n) for n in os.listdir(tmp_path / 'float' / 'checkpoints'))
+  assert steps == [result['steps'] // 3 * 2, result['steps']]  # Epochs 2 and 3 kept.
+  # An erp 0.1 checkpoint.msgpack of the same float run still works as init_from.
+  raw = workdir_lib.read_checkpoint(str(tmp_path / 'float'))
+  legacy = tmp_path / 'legacy'
+  legacy.mkdir()
+  (legacy / 'checkpoint.msgpack').write_bytes(flax.serialization.msgpack_serialize(raw))
+  c = _config(data_dir, enabled=True, lmbda=1.0)
+  for start in (tmp_path / 'float', legacy):
+    c.init_from = str(start)
+    _, _, trainable, _ = runs.setup(c)
+    decoded = erp.decode(trainable, quantize=False)
+    np.testing.assert_allclose(decoded['Dense_0']['kernel'],
+                               raw['trainable']['floats']['Dense_0/kernel'], atol=1e-5)
+  # A damaged orbax checkpoint is one clear error.
+  newest = tmp_path / 'float' / 'checkpoints' / str(steps[-1])
+  for root, _, files in os.walk(newest):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as f:
+        f.write(b'\0garbage\0')
+  c = _config(data_dir)
+  c.train.num_epochs, c.train.keep_checkpoints = 3, 2
+  with pytest.raises(erp.ErpError, match='damaged'):
+    train.train_and_evaluate(c, str(tmp_path / 'float'))
