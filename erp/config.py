@@ -29,6 +29,7 @@ def base_config():
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.num_epochs = 20
+  c.train.num_steps = 0  # If > 0: train this many steps instead of num_epochs.
   c.train.eval_every_epochs = 1
   c.train.log_every_steps = 200
   c.train.checkpoint_every_epochs = 1
@@ -165,7 +166,9 @@ def validate(config):
                    'model and writes no file: add --config.rd.enabled=True')
   for key in ('optim.lr', 'rd.latent_lr', 'rd.decoder_lr', 'rd.prior_lr', 'optim.weight_decay'):
     _number(config, key)
-  _number(config, 'train.num_epochs', 1)
+  _number(config, 'train.num_steps')
+  if not config.train.num_steps:
+    _number(config, 'train.num_epochs', 1)
   _number(config, 'train.batch_size', 1)
 
 

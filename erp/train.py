@@ -136,7 +136,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   num_train = len(train_y)
   batch = config.train.batch_size
   steps_per_epoch = num_train // batch
-  total_steps = steps_per_epoch * config.train.num_epochs
+  total_steps = config.train.num_steps or steps_per_epoch * config.train.num_epochs
+  num_epochs = -(-total_steps // steps_per_epoch)  # The last one may be partial.
   tx = make_optimizer(config, total_steps, steps_per_epoch)
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
                      batch_stats=batch_stats, opt_state=tx.init(trainable),
@@ -152,10 +153,11 @@ def train_and_evaluate(config, workdir, overwrite=False):
   t_loop, steps_done, pending = None, 0, []  # Timed from the end of the first (compiling) step.
   record = {}
 
-  for epoch in range(first_epoch, config.train.num_epochs):
+  for epoch in range(first_epoch, num_epochs):
     order = data.epoch_permutation(config.seed, epoch, num_train)
     idx = jnp.asarray(order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch))
-    for s in range(steps_per_epoch):
+    epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+    for s in range(epoch_steps):
       state, metrics = train_step(state, images_dev, labels_dev, idx[s])
       pending.append(metrics)
       if t_loop is None:
@@ -163,7 +165,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
         t_loop = time.time()
       else:
         steps_done += 1
-      if len(pending) < config.train.log_every_steps and s + 1 < steps_per_epoch:
+      if len(pending) < config.train.log_every_steps and s + 1 < epoch_steps:
         continue
       metrics = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
       pending = []
@@ -176,7 +178,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
             flush=True)
       workdir_lib.append_jsonl(metrics_path, {'step': step, 'epoch': epoch + 1, 'split': 'train',
                                    'wall_s': time.time() - start, **metrics})
-    last = epoch + 1 == config.train.num_epochs
+    last = epoch + 1 == num_epochs
     if last or (epoch + 1) % config.train.eval_every_epochs == 0:
       error = evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)
       record = {'step': int(state.step), 'epoch': epoch + 1, 'split': 'test',

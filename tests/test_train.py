@@ -167,3 +167,10 @@ def test_checkpoints_are_orbax_keep_the_newest_and_old_msgpack_still_starts_a_ru
   c.train.num_epochs, c.train.keep_checkpoints = 3, 2
   with pytest.raises(erp.ErpError, match='damaged'):
     train.train_and_evaluate(c, str(tmp_path / 'float'))
+
+
+def test_a_run_can_be_sized_in_steps(tmp_path, data_dir):
+  c = _config(data_dir)
+  c.train.num_steps = 50
+  result = train.train_and_evaluate(c, str(tmp_path))
+  assert result['steps'] == 50 and result['test_error_pct'] < 50  # Chance: 90 %.
