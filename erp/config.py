@@ -21,6 +21,8 @@ def base_config():
   c.data = ml_collections.ConfigDict()
   c.data.name = 'mnist'
   c.data.dir = ''  # Empty: the environment variable ERP_DATA_DIR, else tfds.
+  c.data.tfds_dir = ''  # tensorflow-datasets data dir (pip install -e '.[tfds]'); empty: its default.
+  c.data.tfds_download = False  # Let tfds download (needs the internet); never by default.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lenet300'

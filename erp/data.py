@@ -62,8 +62,18 @@ def resolve_data_dir(data_dir=None):
   return data_dir or os.environ.get(ENV_VAR) or None
 
 
-def load(name, split, data_dir=None, allow_tfds=True):
-  """Returns (images uint8 [n, h, w, c], labels int32 [n]) of one split."""
+def load_split(data_config, split):
+  """(images, labels) of the split a config's data section names (dir, tfds_dir, tfds_download)."""
+  return load(data_config.name, split, data_config.dir or None,
+              tfds_dir=data_config.tfds_dir or None, download=data_config.tfds_download)
+
+
+def load(name, split, data_dir=None, allow_tfds=True, tfds_dir=None, download=False):
+  """Returns (images uint8 [n, h, w, c], labels int32 [n]) of one split.
+
+  Local original files first; else a tensorflow-datasets data dir (tfds_dir, else
+  tfds's default), downloading only when download=True.
+  """
   ds = info(name)
   if split not in ('train', 'test'):
     raise ErpError(f'unknown split {split!r}; use "train" or "test"')
@@ -77,9 +87,12 @@ def load(name, split, data_dir=None, allow_tfds=True):
       return reader(folder, split)
   if allow_tfds:
     try:
-      return _load_tfds(ds, split)
+      return _load_tfds(ds, split, tfds_dir, download)
+    except ImportError:
+      looked.append("tensorflow-datasets (not installed: pip install -e '.[tfds]')")
     except Exception as e:  # tfds has many failure modes offline; report them as one.
-      looked.append(f'tensorflow-datasets ({type(e).__name__}: {str(e)[:200]})')
+      looked.append(f'tensorflow-datasets in {tfds_dir or "its default data dir"} '
+                    f'({type(e).__name__}: {str(e)[:200]})')
   raise ErpError(
       f'dataset {name!r} not found; looked in: {"; ".join(looked) or "nothing"}. '
       f'Put the original files in <dir>/{name}/ and set --config.data.dir=<dir> '
@@ -160,9 +173,10 @@ def _read_cifar10(folder, split):
   return np.ascontiguousarray(images), labels
 
 
-def _load_tfds(ds, split):
+def _load_tfds(ds, split, tfds_dir=None, download=False):
   import tensorflow_datasets as tfds  # Heavy; only when no local files exist.
-  data = tfds.as_numpy(tfds.load(ds.tfds_name, split=split, batch_size=-1))
+  data = tfds.as_numpy(tfds.load(ds.tfds_name, split=split, batch_size=-1, data_dir=tfds_dir,
+                                 download=download))
   return data['image'].astype(np.uint8), data['label'].astype(np.int32)
 
 

@@ -32,7 +32,7 @@ from erp import workdir as workdir_lib
 from erp.codecs import epr
 from erp.errors import ErpError
 
-LOCAL_KEYS = ('data.dir', 'init_from')  # Never stored: paths of this machine.
+LOCAL_KEYS = ('data.dir', 'data.tfds_dir', 'init_from')  # Never stored: paths of this machine.
 
 
 def metadata(config, method):

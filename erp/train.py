@@ -129,8 +129,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   # Wall time counts every session of a resumed run: earlier ones from their records.
   start = time.time() - workdir_lib.logged_wall_s(metrics_path)
 
-  train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
-  test_x, test_y = data.load(config.data.name, 'test', config.data.dir or None)
+  train_x, train_y = data.load_split(config.data, 'train')
+  test_x, test_y = data.load_split(config.data, 'test')
   model, ds, trainable, batch_stats = runs.setup(config)
 
   num_train = len(train_y)

@@ -19,7 +19,7 @@ FILE_NAME = 'model.erp'
 
 
 RUN_FILES = ('config.json', CHECKPOINTS, CHECKPOINT, 'metrics.jsonl', 'result.json', FILE_NAME)
-IGNORED_ON_RESUME = ('data.dir',)  # Where the data lives does not change the run.
+IGNORED_ON_RESUME = ('data.dir', 'data.tfds_dir')  # Where the data lives does not change the run.
 
 
 def make(workdir):

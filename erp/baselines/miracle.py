@@ -199,8 +199,8 @@ def run(config, workdir):
              for path, l in layouts.items()}
   trainable, frozen = init_state(config, flat, layouts)
   batch_stats = dict(variables.get('batch_stats', {}))
-  train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
-  test_x, test_y = data.load(config.data.name, 'test', config.data.dir or None)
+  train_x, train_y = data.load_split(config.data, 'train')
+  test_x, test_y = data.load_split(config.data, 'test')
   images, labels = jnp.asarray(train_x), jnp.asarray(train_y)
   predict = evaluate.make_predict(model, ds)
 

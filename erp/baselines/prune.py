@@ -121,7 +121,7 @@ def run(config, workdir):
     raise ValueError(f'need 0 <= prune.sparsity < 1 and prune.rel_step > 0; got '
                      f'{p.sparsity}, {p.rel_step}')
   model, ds, variables = common.float_start(config)
-  train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
+  train_x, train_y = data.load_split(config.data, 'train')
   masks = magnitude_masks(common.flat_params(variables), p.sparsity, p.scope)
   variables = finetune(config, model, ds, variables, masked(masks), p.retrain_epochs, p.lr,
                        train_x, train_y)

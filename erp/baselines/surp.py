@@ -68,7 +68,7 @@ def run(config, workdir):
                      f'surp.refine >= 0; got {s.sparsity}, {s.beta_scale}, {s.rounds}, '
                      f'{s.refine}')
   model, ds, variables = common.float_start(config)
-  train_x, train_y = data.load(config.data.name, 'train', config.data.dir or None)
+  train_x, train_y = data.load_split(config.data, 'train')
   for r in range(1, s.rounds + 1):
     print(f'surp round {r}/{s.rounds}: density {(1 - s.sparsity)**(r / s.rounds):.4f}',
           flush=True)
@@ -79,7 +79,7 @@ def run(config, workdir):
                                prune.masked(masks), s.retrain_epochs, s.lr, train_x, train_y)
   retrained_error = evaluate.test_error(
       evaluate.make_predict(model, ds), variables,
-      *data.load(config.data.name, 'test', config.data.dir or None))
+      *data.load_split(config.data, 'test'))
   rows, coded = [], {}
   for path, value in common.flat_params(variables).items():
     value = np.asarray(value, np.float32)
