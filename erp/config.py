@@ -35,6 +35,7 @@ def base_config():
   c.train.eval_every_epochs = 1
   c.train.log_every_steps = 200
   c.train.checkpoint_every_epochs = 1
+  c.train.tensorboard = False  # Also TensorBoard event files (pip install -e '.[tensorboard]').
   c.train.keep_checkpoints = 2  # The newest checkpoints kept in WORKDIR/checkpoints/ (orbax).
   c.train.augment = False  # CIFAR pad-crop + flip.
   c.train.export = True  # Write model.erp at the end of training.

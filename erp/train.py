@@ -126,6 +126,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   config_lib.validate(config)
   workdir_lib.prepare(workdir, config, overwrite)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  writer = workdir_lib.Metrics(workdir, config.train.tensorboard)
   # Wall time counts every session of a resumed run: earlier ones from their records.
   start = time.time() - workdir_lib.logged_wall_s(metrics_path)
 
@@ -176,8 +177,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '
             f'ETA {_format_eta((total_steps - step) / rate) if steps_done else "-"}',
             flush=True)
-      workdir_lib.append_jsonl(metrics_path, {'step': step, 'epoch': epoch + 1, 'split': 'train',
-                                   'wall_s': time.time() - start, **metrics})
+      writer.write({'step': step, 'epoch': epoch + 1, 'split': 'train',
+                    'wall_s': time.time() - start, **metrics})
     last = epoch + 1 == num_epochs
     if last or (epoch + 1) % config.train.eval_every_epochs == 0:
       error = evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)
@@ -186,7 +187,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
       if config.rd.enabled:
         summary = export.rate_summary(state.trainable, config.export.float_dtype)
         record.update(est_kb=summary['est_num_bytes'] / 1000, **summary)
-      workdir_lib.append_jsonl(metrics_path, record)
+      writer.write(record)
       extra = f' est {record["est_kb"]:.2f} KB' if 'est_kb' in record else ''
       print(f'eval epoch {epoch + 1}: test error {error:.2f}%{extra}', flush=True)
     if last or (epoch + 1) % config.train.checkpoint_every_epochs == 0:

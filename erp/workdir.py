@@ -152,6 +152,33 @@ def append_jsonl(path, record):
     f.write(json.dumps(record) + '\n')
 
 
+class Metrics:
+  """A run's metrics: WORKDIR/metrics.jsonl always; with tensorboard=True also TensorBoard
+  event files in WORKDIR/tensorboard/ through clu's SummaryWriter (clu's metric writers
+  import tensorflow, so this is the optional 'tensorboard' extra)."""
+
+  def __init__(self, workdir, tensorboard=False):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.summary = None
+    if tensorboard:
+      try:
+        from clu import metric_writers
+      except ImportError as e:
+        raise ErpError(f'train.tensorboard=True needs clu and tensorflow ({e}): '
+                       "pip install -e '.[tensorboard]'") from None
+      self.summary = metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, record):
+    """Appends one record {'step', 'split', ...numbers}; numbers go to TensorBoard as split/key."""
+    append_jsonl(self.path, record)
+    if self.summary is not None:
+      scalars = {f'{record.get("split", "train")}/{k}': v for k, v in record.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and k not in ('step', 'epoch')}
+      self.summary.write_scalars(int(record['step']), scalars)
+      self.summary.flush()
+
+
 def result_record(config, method, num_params):
   """The fields every run's result.json starts with (training runs and baselines)."""
   return {

@@ -174,3 +174,17 @@ def test_a_run_can_be_sized_in_steps(tmp_path, data_dir):
   c.train.num_steps = 50
   result = train.train_and_evaluate(c, str(tmp_path))
   assert result['steps'] == 50 and result['test_error_pct'] < 50  # Chance: 90 %.
+
+
+def test_metrics_go_to_jsonl_and_tensorboard_only_when_its_extra_is_installed(tmp_path):
+  import importlib.util
+  metrics = workdir_lib.Metrics(str(tmp_path))
+  metrics.write({'step': 1, 'split': 'train', 'loss': 0.5, 'group_bits': {'a': 1.0}})
+  assert json.loads((tmp_path / 'metrics.jsonl').read_text())['loss'] == 0.5
+  if importlib.util.find_spec('clu') is None or importlib.util.find_spec('tensorboard') is None:
+    with pytest.raises(erp.ErpError, match=r"pip install -e '.\[tensorboard\]'"):
+      workdir_lib.Metrics(str(tmp_path), tensorboard=True)
+  else:
+    workdir_lib.Metrics(str(tmp_path), tensorboard=True).write(
+        {'step': 2, 'split': 'test', 'error_pct': 3.0})
+    assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
