@@ -10,7 +10,6 @@ model on any machine.
 import constriction
 import numpy as np
 
-from erp import container
 from erp.errors import ErpError
 
 MAX_TABLE = 1 << 20  # Symbols a stored table may have (its precision is at most 20 bits).

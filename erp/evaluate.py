@@ -66,7 +66,6 @@ def evaluate_file(path, data_dir=None, model_class=None):
 
 def main(argv):
   import json
-  import sys
   from absl import flags
   del argv
   record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir, flags.FLAGS.model_class)

@@ -22,8 +22,8 @@ def leaf_rows(path):
     row = {'path': leaf.name, 'shape': list(leaf.shape),
            'codec': f'{leaf.codec}:{leaf.variant}' if leaf.variant else leaf.codec,
            'section_bytes': len(payload)}
-    codecs.read(payload, leaf)  # Full validation of every leaf.
-    row.update(codec.describe(payload, leaf))
+    value = codecs.read(payload, leaf)  # Full validation of every leaf.
+    row.update(codec.describe(payload, leaf, value))
     rows.append(row)
   return metadata, rows, len(blob)
 

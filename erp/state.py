@@ -143,7 +143,3 @@ def labels(state):
   """The EprState with every array replaced by the name of its part."""
   return state.replace(**{part: jax.tree.map(lambda _, p=part: p, getattr(state, part))
                           for part in PARTS})
-
-
-def compressed_paths(state):
-  return [p for p, kind in state.kinds if kind != 'float']

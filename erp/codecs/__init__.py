@@ -3,8 +3,8 @@
 A file's header lists its leaves as (collection, path, codec, shape, dtype);
 each leaf's section is read by the codec it names, through this registry.
 A codec module defines NAME, SECTION (the container section kind it writes),
-read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf)
--> {stats}. Adding a method is one module here plus its training procedure.
+read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf,
+value) -> {stats}, value being what read decoded. Adding a method is one module here plus its training procedure.
 """
 import dataclasses
 

@@ -110,6 +110,8 @@ def read(payload, leaf):
   return np.asarray(reparam.decode_group(leaf.variant, latent, decoder))
 
 
-def describe(payload, leaf):
+def describe(payload, leaf, value):
+  """Stats of the coded latents (not of the decoded weights, value)."""
+  del value
   values, _, stream = read_group(payload, leaf)
   return coding.code_stats(8 * len(stream), values)

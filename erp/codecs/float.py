@@ -53,5 +53,5 @@ def read(payload, leaf):
   return value.astype(np.dtype(decoded_dtype(stored)).newbyteorder('='))
 
 
-def describe(payload, leaf):
+def describe(payload, leaf, value):
   return {'stored_dtype': leaf.variant}

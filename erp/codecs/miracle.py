@@ -194,6 +194,6 @@ def read(payload, leaf):
   return decode_leaf(payload, tuple(leaf.shape), leaf.path)
 
 
-def describe(payload, leaf):
-  """The whole section is the code."""
-  return coding.code_stats(8 * len(payload), read(payload, leaf))
+def describe(payload, leaf, value):
+  """The whole section is the code; value: what read() decoded from it."""
+  return coding.code_stats(8 * len(payload), value)

@@ -83,7 +83,7 @@ def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
     raise ValueError(f'need 0 < beta < n = {n}, got {beta}')
   residual = np.asarray(x, np.float64).copy()
   is_sent = np.zeros(n, bool)
-  rate_growth, rank = growth(n, beta), min(int(np.ceil(beta)), n)
+  rank = min(int(np.ceil(beta)), n)
   chunk = max(256, int(4 * n / beta))
   gaps, refreshes = [], []
   refresh_total, steps, pos, sent, stop_at = 0, 0, -1, 0, None
@@ -229,6 +229,6 @@ def read(payload, leaf):
   return decode_tensor(payload, tuple(leaf.shape), f'surp group {leaf.path}')
 
 
-def describe(payload, leaf):
-  """The whole section is the code."""
-  return coding.code_stats(8 * len(payload), read(payload, leaf))
+def describe(payload, leaf, value):
+  """The whole section is the code; value: what read() decoded from it."""
+  return coding.code_stats(8 * len(payload), value)
