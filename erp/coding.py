@@ -203,7 +203,11 @@ def read_coded(reader, num_values, what, precision_limit=24):
     raise ErpError(f'{what}: table counts sum to {total}, not a power of 2')
   escaped = np.array([reader.sint() for _ in range(reader.varint(num_values))], np.int64)
   stream = reader.blob()
-  return decode(stream, num_values, lo, counts, escaped), stream
+  values = decode(stream, num_values, lo, counts, escaped)
+  if encode(values, lo, counts)[0] != stream:  # Binds the bytes to what they decode to.
+    raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
+                   '(trailing or altered bytes)')
+  return values, stream
 
 
 def code_stats(coded_bits, values):

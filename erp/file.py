@@ -173,7 +173,10 @@ def decode_bytes(blob):
   flat = {}
   try:
     for leaf, payload in zip(found, payloads):
-      flat.setdefault(leaf.collection, {})[leaf.path] = codecs.read(payload, leaf)
+      value = codecs.read(payload, leaf)
+      if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+        raise ErpError(f'leaf {leaf.name} decodes to non-finite values')
+      flat.setdefault(leaf.collection, {})[leaf.path] = value
   except ErpError:
     raise
   except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:

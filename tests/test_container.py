@@ -120,3 +120,27 @@ def test_cli_prints_one_line_and_fails_on_a_bad_file(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith('erp: error:'), proc.stderr
     assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _epr_leaf_file(log_step=0.0, stream_suffix=b''):
+  """A one-leaf v2 file whose epr section is written by hand around valid coded values."""
+  from erp import codecs, coding
+  values = np.array([0, 1, -1, 0, 2, 0], np.int64)
+  lo, counts = coding.empirical_table(values)
+  w = container.Writer().f32([log_step])
+  stream, _ = coding.encode(values, lo, counts)
+  w.sint(lo).varint(len(counts))
+  for c in counts:
+    w.varint(c)
+  w.varint(0).blob(stream + stream_suffix)
+  leaf = codecs.Leaf('params', 'w', 'epr', 'affine', (2, 3), 'float32')
+  return file_lib.to_bytes([(leaf, w.getvalue())])
+
+
+def test_non_finite_or_overflowing_decoders_and_padded_streams_are_refused():
+  file_lib.decode_bytes(_epr_leaf_file())  # The well-formed file loads.
+  for bad in (float('nan'), float('inf'), 200.0):  # exp(200) overflows float32.
+    with pytest.raises(erp.ErpError, match='non-finite'):
+      file_lib.decode_bytes(_epr_leaf_file(log_step=bad))
+  with pytest.raises(erp.ErpError, match='not the coding of the values'):
+    file_lib.decode_bytes(_epr_leaf_file(stream_suffix=b'junk'))
