@@ -23,7 +23,7 @@ VERSION = 2  # What write produces; read accepts VERSIONS.
 VERSIONS = (1, 2)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
-FLOAT_DTYPES = {'float32': '<f4', 'float16': '<f2'}
+MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
 
 
 class Writer:
@@ -155,7 +155,11 @@ def read(data):
   if not sections or sections[0][0] != HEADER:
     raise ErpError('file has no header section')
   try:
-    header = json.loads(zlib.decompress(sections[0][1]).decode(), object_pairs_hook=_no_duplicates)
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(sections[0][1], MAX_HEADER_BYTES + 1)
+    if len(text) > MAX_HEADER_BYTES or inflater.unconsumed_tail:
+      raise ErpError(f'malformed header: inflates to more than {MAX_HEADER_BYTES} bytes')
+    header = json.loads(text.decode(), object_pairs_hook=_no_duplicates)
   except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as e:
     raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(header, dict):

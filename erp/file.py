@@ -150,6 +150,9 @@ def _v1_leaves(header):
 def parse(blob):
   """(leaves [Leaf], payloads [bytes], metadata dict) of a file's bytes, checked."""
   version, header, sections = container.read(blob)
+  rows = header.get('leaves')
+  if isinstance(rows, list) and len(rows) != len(sections):  # Before parsing any row.
+    raise ErpError(f'header lists {len(rows)} leaves but the file has {len(sections)} sections')
   try:
     found, metadata = (_v1_leaves if version == 1 else _v2_leaves)(header)
   except (KeyError, TypeError, ValueError, AttributeError) as e:

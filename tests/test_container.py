@@ -144,3 +144,16 @@ def test_non_finite_or_overflowing_decoders_and_padded_streams_are_refused():
       file_lib.decode_bytes(_epr_leaf_file(log_step=bad))
   with pytest.raises(erp.ErpError, match='not the coding of the values'):
     file_lib.decode_bytes(_epr_leaf_file(stream_suffix=b'junk'))
+
+
+def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refused():
+
+  bomb = zlib.compress(b'{"leaves": [' + b' ' * (container.MAX_HEADER_BYTES + 10) + b']}', 9)
+  w = container.Writer().raw(container.MAGIC).raw(bytes([container.VERSION]))
+  w.raw(bytes([container.HEADER])).blob(bomb).raw(struct.pack('<I', zlib.crc32(bomb)))
+  with pytest.raises(erp.ErpError, match='inflates to more than'):
+    loader.load_bytes(_reseal(w.getvalue()))
+  many = {'leaves': [['params', f'w{i}', 'float', 'float32', [1]] for i in range(100_000)]}
+  with pytest.raises(erp.ErpError, match='lists 100000 leaves but the file has 0 sections'):
+    file_lib.decode_bytes(container.write(many, []))
+
