@@ -105,8 +105,9 @@ def restore_checkpoint(workdir, state):
 def read_checkpoint(workdir):
   """The raw state dict of a workdir's newest checkpoint (orbax or checkpoint.msgpack)."""
   if _has_orbax(workdir):
+    import orbax.checkpoint as ocp
     manager = _manager(workdir)
-    return manager.restore(manager.latest_step())
+    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
   path = os.path.join(workdir, CHECKPOINT)
   if not os.path.exists(path):
     raise ErpError(f'no checkpoint in {workdir}')
