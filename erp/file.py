@@ -23,6 +23,10 @@ from erp.codecs import float as float_codec
 from erp.errors import ErpError
 
 MAX_VALUES = 1 << 31  # Per leaf.
+# Values a file may declare in all: 2**24, or 2048 per byte of file if more. The densest
+# committed file holds ~165 values per byte (LeNet5-Caffe, 2.7 KB); EPR's ResNet-50 ~4.5.
+MIN_VALUE_BUDGET = 1 << 24
+VALUES_PER_BYTE = 2048
 MAX_FILE_BYTES = 1 << 30
 V1_METADATA = ('method', 'model', 'width', 'dataset', 'config', 'erp_version')
 
@@ -161,6 +165,11 @@ def parse(blob):
     raise ErpError('malformed header: metadata is not a JSON object')
   if len(found) != len(sections):
     raise ErpError(f'header lists {len(found)} leaves but the file has {len(sections)} sections')
+  total = sum(math.prod(leaf.shape) for leaf in found)
+  budget = max(MIN_VALUE_BUDGET, VALUES_PER_BYTE * len(blob))
+  if total > budget:  # Before anything is allocated: tiny files cannot demand huge models.
+    raise ErpError(f'the file declares {total} values in {len(blob)} bytes, more than erp '
+                   f'decodes from a file of this size ({budget})')
   names = [leaf.name for leaf in found]
   if len(set(names)) != len(names):
     raise ErpError('a leaf is listed twice in the header')

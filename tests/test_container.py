@@ -157,3 +157,10 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
   with pytest.raises(erp.ErpError, match='lists 100000 leaves but the file has 0 sections'):
     file_lib.decode_bytes(container.write(many, []))
 
+
+
+def test_a_small_file_cannot_declare_a_huge_model():
+  from erp import codecs
+  leaf = codecs.Leaf('params', 'w', 'float', 'float32', (1 << 25,), 'float32')
+  with pytest.raises(erp.ErpError, match='declares 33554432 values in'):
+    file_lib.decode_bytes(file_lib.to_bytes([(leaf, b'\0' * 4)]))
