@@ -45,9 +45,10 @@ def evaluate_file(path, data_dir=None, model_class=None):
   from erp import file as file_lib, loader, reparam
   blob = file_lib.read_file(path)
   t0 = time.time()
-  model, variables, config = loader.load_bytes(blob, model_class)
+  variables, metadata = file_lib.decode_bytes(blob)
+  model, variables, config = loader.from_decoded(variables, metadata, model_class)
   decode_seconds = time.time() - t0
-  method = file_lib.parse(blob)[2].get('method', 'epr')
+  method = metadata.get('method', 'epr')
   ds = data.info(config.data.name)
   images, labels = data.load(ds.name, 'test', data_dir)
   error = test_error(make_predict(model, ds), variables, images, labels)

@@ -86,8 +86,7 @@ def export_and_check(config, workdir, state, test_x, test_y, predict):
   variables = file_lib.load_variables(path)
   decode_s = time.time() - t0
   expected = variables_of(state.trainable, state.batch_stats)
-  exact = jax.tree.structure(jax.tree.map(np.asarray, expected)) == jax.tree.structure(
-      variables) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+  exact = jax.tree.structure(expected) == jax.tree.structure(variables) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
           jax.tree.leaves(expected), jax.tree.leaves(variables)))
   if not exact:
     raise AssertionError('decoded params differ from the in-memory rounded params')

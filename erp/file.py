@@ -34,14 +34,12 @@ V1_METADATA = ('method', 'model', 'width', 'dataset', 'config', 'erp_version')
 def float_row(collection, path, value, dtype=None):
   """(Leaf, payload) of an uncompressed leaf stored at dtype (default: its own)."""
   payload, stored = float_codec.write(value, dtype)
-  leaf = codecs.Leaf(collection, path, 'float', stored, tuple(np.shape(value)),
-                     float_codec.decoded_dtype(stored))
-  return leaf, payload
+  return codecs.Leaf(collection, path, 'float', stored, tuple(np.shape(value))), payload
 
 
 def coded_row(path, codec, variant, shape, payload):
-  """(Leaf, payload) of a coded params leaf (decodes to float32)."""
-  return codecs.Leaf('params', path, codec, variant, tuple(shape), 'float32'), payload
+  """(Leaf, payload) of a coded params leaf."""
+  return codecs.Leaf('params', path, codec, variant, tuple(shape)), payload
 
 
 def to_bytes(rows, metadata=None):
@@ -115,25 +113,21 @@ def _shape(value, what):
 
 
 def _v2_leaves(header):
-  rows = header.get('leaves')
-  if not isinstance(rows, list):
-    raise ErpError('malformed header: no leaf list')
   out = []
-  for row in rows:
+  for row in header['leaves']:
     if not (isinstance(row, list) and len(row) == 5 and all(isinstance(x, str) for x in row[:4])
             and row[1]):
       raise ErpError(f'malformed leaf entry {row!r}')
     collection, path, codec, variant, shape = row
-    shape = _shape(shape, f'leaf {path}')
-    dtype = float_codec.decoded_dtype(variant) if codec == 'float' else 'float32'
-    out.append(codecs.Leaf(collection, path, codecs.get(codec).NAME, variant, shape, dtype))
+    out.append(codecs.Leaf(collection, path, codecs.get(codec).NAME, variant,
+                           _shape(shape, f'leaf {path}')))
   return out, header.get('metadata', {})
 
 
 def _v1_leaves(header):
   """Leaves and metadata of an erp 0.1 header."""
   out = []
-  for row in header.get('leaves', None) or []:
+  for row in header['leaves']:
     if not (isinstance(row, list) and len(row) == 4):
       raise ErpError(f'malformed leaf entry {row!r}')
     collection, kind, path, shape = row
@@ -141,13 +135,11 @@ def _v1_leaves(header):
       raise ErpError(f'malformed leaf entry {row!r}')
     shape = _shape(shape, f'leaf {path}')
     if kind in epr.VARIANTS:
-      out.append(codecs.Leaf(collection, path, 'epr', kind, shape, 'float32'))
+      out.append(codecs.Leaf(collection, path, 'epr', kind, shape))
     elif kind == 'float':
-      stored = header.get('float_dtype')
-      out.append(codecs.Leaf(collection, path, 'float', stored, shape,
-                             float_codec.decoded_dtype(stored)))
+      out.append(codecs.Leaf(collection, path, 'float', header.get('float_dtype'), shape))
     else:
-      out.append(codecs.Leaf(collection, path, codecs.get(kind).NAME, '', shape, 'float32'))
+      out.append(codecs.Leaf(collection, path, codecs.get(kind).NAME, '', shape))
   return out, {k: header[k] for k in V1_METADATA if k in header}
 
 
@@ -155,7 +147,9 @@ def parse(blob):
   """(leaves [Leaf], payloads [bytes], metadata dict) of a file's bytes, checked."""
   version, header, sections = container.read(blob)
   rows = header.get('leaves')
-  if isinstance(rows, list) and len(rows) != len(sections):  # Before parsing any row.
+  if not isinstance(rows, list):
+    raise ErpError('malformed header: no leaf list')
+  if len(rows) != len(sections):  # Before parsing any row; each row makes one leaf.
     raise ErpError(f'header lists {len(rows)} leaves but the file has {len(sections)} sections')
   try:
     found, metadata = (_v1_leaves if version == 1 else _v2_leaves)(header)
@@ -163,8 +157,6 @@ def parse(blob):
     raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(metadata, dict):
     raise ErpError('malformed header: metadata is not a JSON object')
-  if len(found) != len(sections):
-    raise ErpError(f'header lists {len(found)} leaves but the file has {len(sections)} sections')
   total = sum(math.prod(leaf.shape) for leaf in found)
   budget = max(MIN_VALUE_BUDGET, VALUES_PER_BYTE * len(blob))
   if total > budget:  # Before anything is allocated: tiny files cannot demand huge models.

@@ -52,7 +52,11 @@ def model_of(metadata, model_class=None):
 
 def load_bytes(blob, model_class=None):
   """(model, variables {'params', ['batch_stats']}, config) from a file's bytes."""
-  variables, metadata = file_lib.decode_bytes(blob)
+  return from_decoded(*file_lib.decode_bytes(blob), model_class)
+
+
+def from_decoded(variables, metadata, model_class=None):
+  """(model, variables, config) of a decoded file (erp.file.decode_bytes) and its metadata."""
   model, ds, name = model_of(metadata, model_class)
   _check_leaves(name, variables, model, ds)
   diff = metadata.get('config', {})

@@ -133,7 +133,7 @@ def _epr_leaf_file(log_step=0.0, stream_suffix=b''):
   for c in counts:
     w.varint(c)
   w.varint(0).blob(stream + stream_suffix)
-  leaf = codecs.Leaf('params', 'w', 'epr', 'affine', (2, 3), 'float32')
+  leaf = codecs.Leaf('params', 'w', 'epr', 'affine', (2, 3))
   return file_lib.to_bytes([(leaf, w.getvalue())])
 
 
@@ -161,6 +161,6 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
 
 def test_a_small_file_cannot_declare_a_huge_model():
   from erp import codecs
-  leaf = codecs.Leaf('params', 'w', 'float', 'float32', (1 << 25,), 'float32')
+  leaf = codecs.Leaf('params', 'w', 'float', 'float32', (1 << 25,))
   with pytest.raises(erp.ErpError, match='declares 33554432 values in'):
     file_lib.decode_bytes(file_lib.to_bytes([(leaf, b'\0' * 4)]))

@@ -1,10 +1,11 @@
 """Leaf codecs: one module per method, each holding its writer and its reader.
 
-A file's header lists its leaves as (collection, path, codec, shape, dtype);
+A file's header lists its leaves as [collection, path, codec, variant, shape];
 each leaf's section is read by the codec it names, through this registry.
 A codec module defines NAME, SECTION (the container section kind it writes),
 read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf,
-value) -> {stats}, value being what read decoded. Adding a method is one module here plus its training procedure.
+value) -> {stats}, value being what read decoded. Adding a method is one module
+here (and a line in CODECS) plus its training procedure.
 """
 import dataclasses
 
@@ -19,13 +20,12 @@ CODECS = {m.NAME: m for m in (epr, float_codec, surp, miracle)}
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
-  """One leaf of a file: where it goes, how it is coded, what it decodes to."""
+  """One leaf of a file: where it goes and how it is coded."""
   collection: str  # 'params', 'batch_stats', ...
   path: str  # '/'-joined keys inside the collection.
   codec: str  # A key of CODECS.
   variant: str  # Codec-specific: the EPR decoder ('affine' | 'dft'), else ''.
   shape: tuple
-  dtype: str  # dtype of the decoded array.
 
   @property
   def name(self):
