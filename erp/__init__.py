@@ -26,7 +26,7 @@ __all__ = ['EprState', 'ErpError', 'decode', 'load', 'load_metadata', 'load_vari
            'optimizer', 'rate', 'reparameterize', 'save']
 
 
-def load(path, model_class=None):
+def load(path, model_class=None, **kwargs):
   """(model, variables, config) of a file written by an erp run (erp.loader.load)."""
   from erp import loader  # The harness: models, configs, datasets.
-  return loader.load(path, model_class)
+  return loader.load(path, model_class, **kwargs)

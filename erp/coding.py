@@ -52,15 +52,21 @@ def to_indices(values, lo, num_symbols):
   return idx.astype(np.int32), values[out_of_range]
 
 
+CHUNK = 1 << 20  # Values converted at a time: bounds the coder's temporaries.
+
+
 def encode(values, lo, counts):
   """(stream bytes, escaped values int64 [k]) for int values of any shape."""
   counts = np.asarray(counts)
-  idx, escaped = to_indices(values, lo, len(counts))
+  values = np.asarray(values).ravel()
   encoder = constriction.stream.queue.RangeEncoder()
-  if idx.size:
-    encoder.encode(idx, _model(counts))
+  model, escaped = _model(counts), []
+  for start in range(0, values.size, CHUNK):  # One stream, as if coded at once.
+    idx, out = to_indices(values[start:start + CHUNK], lo, len(counts))
+    encoder.encode(idx, model)
+    escaped.append(out)
   words = encoder.get_compressed().astype('>u4').tobytes()
-  return words.rstrip(b'\0'), escaped
+  return words.rstrip(b'\0'), np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
 
 
 def decode(stream, num_values, lo, counts, escaped):
@@ -71,8 +77,10 @@ def decode(stream, num_values, lo, counts, escaped):
   if num_values == 0:
     return np.zeros((0,), np.int64)
   try:
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    idx = np.asarray(decoder.decode(_model(counts), num_values), np.int64)
+    decoder, model = constriction.stream.queue.RangeDecoder(words), _model(counts)
+    idx = np.empty(num_values, np.int64)
+    for start in range(0, num_values, CHUNK):
+      idx[start:start + CHUNK] = decoder.decode(model, min(CHUNK, num_values - start))
   except Exception as e:  # constriction reports a malformed stream in its own terms.
     raise ErpError(f'corrupt range-coded stream: {e}') from None
   escape = len(counts) - 1

@@ -35,7 +35,7 @@ def test_error(predict, variables, images, labels, batch_size=1000):
   return 100.0 * (n - correct) / n
 
 
-def evaluate_file(path, data_dir=None, model_class=None):
+def evaluate_file(path, data_dir=None, model_class=None, max_values=None):
   """The evaluate CLI's JSON record for one erp run's file, on its dataset's test split.
 
   The data location comes from the caller (data_dir, else $ERP_DATA_DIR), never
@@ -45,7 +45,7 @@ def evaluate_file(path, data_dir=None, model_class=None):
   from erp import file as file_lib, loader, reparam
   blob = file_lib.read_file(path)
   t0 = time.time()
-  variables, metadata = file_lib.decode_bytes(blob)
+  variables, metadata = file_lib.decode_bytes(blob, max_values or file_lib.DEFAULT_MAX_VALUES)
   model, variables, config = loader.from_decoded(variables, metadata, model_class)
   decode_seconds = time.time() - t0
   method = metadata.get('method', 'epr')
@@ -69,7 +69,8 @@ def main(argv):
   import json
   from absl import flags
   del argv
-  record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir, flags.FLAGS.model_class)
+  record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir, flags.FLAGS.model_class,
+                         flags.FLAGS.max_values)
   if flags.FLAGS.json:
     print(json.dumps(record))
   else:
@@ -86,5 +87,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('data_dir', None, 'Dataset root; default $ERP_DATA_DIR.')
   flags.DEFINE_string('model_class', None, "The model as 'package.module:Class', for a file "
                       'made with a model defined outside erp.')
+  flags.DEFINE_integer('max_values', None, 'Most values a file may make erp allocate; '
+                       'default 2**25 (erp.file.DEFAULT_MAX_VALUES). Raise it for larger models.')
   flags.mark_flag_as_required('model')
   cli.run(main)

@@ -61,7 +61,7 @@ def rate_summary(trainable, float_dtype='float32'):
 
 def variables_of(trainable, batch_stats):
   """The variables a model applies: decoded (rounded) params, and batch_stats if any."""
-  variables = {'params': state_lib.decode(trainable)}
+  variables = {'params': state_lib.decode(trainable, exact=True)}
   if batch_stats:
     variables['batch_stats'] = batch_stats
   return variables
@@ -83,7 +83,11 @@ def export_and_check(config, workdir, state, test_x, test_y, predict):
   path = os.path.join(workdir, workdir_lib.FILE_NAME)
   est, stats = write_run_file(path, config, state.trainable, state.batch_stats)
   t0 = time.time()
-  variables = file_lib.load_variables(path)
+  try:
+    variables = file_lib.load_variables(path)
+  except ErpError:
+    os.remove(path)  # Never leave a file that does not load.
+    raise
   decode_s = time.time() - t0
   expected = variables_of(state.trainable, state.batch_stats)
   exact = jax.tree.structure(expected) == jax.tree.structure(variables) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(

@@ -23,10 +23,14 @@ from erp.codecs import float as float_codec
 from erp.errors import ErpError
 
 MAX_VALUES = 1 << 31  # Per leaf.
-# Values a file may declare in all: 2**24, or 2048 per byte of file if more. The densest
-# committed file holds ~165 values per byte (LeNet5-Caffe, 2.7 KB); EPR's ResNet-50 ~4.5.
+# Values a file may declare in all (leaf sizes plus the codecs' work, e.g. SuRP
+# iterations): 2**24, or 2048 per byte of file if more, and at most max_values
+# (default 2**25: ResNet-50 has 25.6 M params; a caller loading a larger model
+# raises it). The densest committed file holds ~165 values per byte (LeNet5-Caffe,
+# 2.7 KB); EPR's ResNet-50 ~4.5. Decoding takes ~20 bytes of memory per value.
 MIN_VALUE_BUDGET = 1 << 24
 VALUES_PER_BYTE = 2048
+DEFAULT_MAX_VALUES = 1 << 25
 MAX_FILE_BYTES = 1 << 30
 V1_METADATA = ('method', 'model', 'width', 'dataset', 'config', 'erp_version')
 
@@ -89,11 +93,31 @@ def save(path, state, *, extra=None, metadata=None, table='empirical', float_dty
   precision (or float_dtype for floats). metadata: any JSON dict, kept in the
   header and returned by load_metadata. table: 'empirical' or 'prior' (epr codec).
   """
+  _check_finite(state, extra)
   rows, stats = state_rows(state, table=table, float_dtype=float_dtype)
   blob = to_bytes(rows + extra_rows(extra, float_dtype), metadata)
   write_atomic(path, blob)
   return {'num_bytes': len(blob), 'groups': stats,
           'coded_latent_bits': sum(s['coded_bits'] for s in stats.values())}
+
+
+MAX_LATENT = 1 << 30  # Rounded latents beyond this are a diverged run, not a model.
+
+
+def _check_finite(state, extra):
+  """A diverged run must not leave a file that cannot be loaded: refuse before writing."""
+  for path, latent in state.latents.items():
+    if not np.all(np.abs(np.asarray(latent)) < MAX_LATENT):  # NaN fails this too.
+      raise ErpError(f'latent {path} holds NaN, Inf or values beyond 2**30 (the run '
+                     'diverged?); nothing written')
+  parts = {'latent': state.latents, 'decoder': state.decoders, 'float leaf': state.floats,
+           **{f'{c} leaf': v for c, v in (extra or {}).items()}}
+  for part, tree in parts.items():
+    paths, values, _ = leaves.flatten(tree)
+    for path, value in zip(paths, values):
+      value = np.asarray(value)
+      if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+        raise ErpError(f'{part} {path} holds NaN or Inf (the run diverged?); nothing written')
 
 
 def write_atomic(path, blob):
@@ -143,7 +167,7 @@ def _v1_leaves(header):
   return out, {k: header[k] for k in V1_METADATA if k in header}
 
 
-def parse(blob):
+def parse(blob, max_values=DEFAULT_MAX_VALUES):
   """(leaves [Leaf], payloads [bytes], metadata dict) of a file's bytes, checked."""
   version, header, sections = container.read(blob)
   rows = header.get('leaves')
@@ -157,23 +181,25 @@ def parse(blob):
     raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(metadata, dict):
     raise ErpError('malformed header: metadata is not a JSON object')
-  total = sum(math.prod(leaf.shape) for leaf in found)
-  budget = max(MIN_VALUE_BUDGET, VALUES_PER_BYTE * len(blob))
-  if total > budget:  # Before anything is allocated: tiny files cannot demand huge models.
-    raise ErpError(f'the file declares {total} values in {len(blob)} bytes, more than erp '
-                   f'decodes from a file of this size ({budget})')
   names = [leaf.name for leaf in found]
   if len(set(names)) != len(names):
     raise ErpError('a leaf is listed twice in the header')
   for leaf, (kind, _) in zip(found, sections):
     if codecs.get(leaf.codec).SECTION != kind:
       raise ErpError(f'leaf {leaf.name}: codec {leaf.codec!r} does not match its section')
+  # Before anything is allocated: tiny files cannot demand huge models.
+  total = sum(math.prod(leaf.shape) for leaf in found)
+  total += sum(codecs.work(payload, leaf) for leaf, (_, payload) in zip(found, sections))
+  budget = min(max(MIN_VALUE_BUDGET, VALUES_PER_BYTE * len(blob)), max_values)
+  if total > budget:
+    raise ErpError(f'the file declares {total} values in {len(blob)} bytes, more than erp '
+                   f'decodes from a file of this size with max_values={max_values} ({budget})')
   return found, [payload for _, payload in sections], metadata
 
 
-def decode_bytes(blob):
+def decode_bytes(blob, max_values=DEFAULT_MAX_VALUES):
   """({collection: nested dict of numpy arrays}, metadata) of a file's bytes."""
-  found, payloads, metadata = parse(blob)
+  found, payloads, metadata = parse(blob, max_values)
   flat = {}
   try:
     for leaf, payload in zip(found, payloads):
@@ -205,9 +231,13 @@ def read_file(path):
     raise ErpError(f'cannot read {path}: {e.strerror}') from None
 
 
-def load_variables(path):
-  """{'params': ..., <other collections>: ...} as plain nested dicts, from the file alone."""
-  return decode_bytes(read_file(path))[0]
+def load_variables(path, *, max_values=DEFAULT_MAX_VALUES):
+  """{'params': ..., <other collections>: ...} as plain nested dicts, from the file alone.
+
+  max_values bounds the values a file may make erp allocate (see DEFAULT_MAX_VALUES);
+  raise it to load models of more than 2**25 parameters.
+  """
+  return decode_bytes(read_file(path), max_values)[0]
 
 
 def load_metadata(path):

@@ -50,9 +50,9 @@ def model_of(metadata, model_class=None):
   return models.get_model(model_class or name, ds.num_classes, **kwargs), ds, name
 
 
-def load_bytes(blob, model_class=None):
+def load_bytes(blob, model_class=None, max_values=file_lib.DEFAULT_MAX_VALUES):
   """(model, variables {'params', ['batch_stats']}, config) from a file's bytes."""
-  return from_decoded(*file_lib.decode_bytes(blob), model_class)
+  return from_decoded(*file_lib.decode_bytes(blob, max_values), model_class)
 
 
 def from_decoded(variables, metadata, model_class=None):
@@ -67,6 +67,6 @@ def from_decoded(variables, metadata, model_class=None):
   return model, variables, config
 
 
-def load(path, model_class=None):
+def load(path, model_class=None, *, max_values=file_lib.DEFAULT_MAX_VALUES):
   """(model, variables, config) of an erp run's file; variables go straight to model.apply."""
-  return load_bytes(file_lib.read_file(path), model_class)
+  return load_bytes(file_lib.read_file(path), model_class, max_values)

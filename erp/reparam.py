@@ -18,11 +18,21 @@ logits), so zero weights stop being the cheap zero latent and the rate stalls.
 
 Groups are keyed by the '/'-joined path of the leaf in the Flax params tree.
 Rounding uses the straight-through estimator (identity gradient).
+
+Two decodes: decode_group (JAX; differentiable, used in training) and
+decode_exact (NumPy; what a file's weights are). XLA's exp and sums change in
+the last bit with the CPU's vector ISA and the backend, so a file is decoded by
+decode_exact alone: every step is one IEEE float64 operation in a fixed order
+(exp included: erp.exact), rounded to float32 once at the end, so the same
+file gives the same weights on every machine, backend and device count.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import exact
 from erp.errors import ErpError
 
 DECODERS = ('affine', 'dft', 'float')
@@ -39,27 +49,28 @@ def real_dft_matrix(n):
   coefficients = B @ x and x = B.T @ coefficients, so the transform is exactly
   invertible and preserves the number of values (n real numbers in, n out).
   """
-  t = np.arange(n)
-  rows = [np.full(n, 1.0 / np.sqrt(n))]
+  # Scalar libm calls, not NumPy's vectorized cos/sin (whose last bit depends on the ISA).
+  rows = [[1.0 / math.sqrt(n)] * n]
   for k in range(1, (n - 1) // 2 + 1):
-    rows.append(np.sqrt(2.0 / n) * np.cos(2 * np.pi * k * t / n))
-    rows.append(np.sqrt(2.0 / n) * np.sin(2 * np.pi * k * t / n))
+    rows.append([math.sqrt(2.0 / n) * math.cos(2 * math.pi * k * t / n) for t in range(n)])
+    rows.append([math.sqrt(2.0 / n) * math.sin(2 * math.pi * k * t / n) for t in range(n)])
   if n % 2 == 0:
-    rows.append((-1.0)**t / np.sqrt(n))
-  return np.stack(rows).astype(np.float32)
+    rows.append([(-1.0)**t / math.sqrt(n) for t in range(n)])
+  return np.array(rows, np.float32)
 
 
 def rdft2(kernel):
   """Spatial real DFT of a kernel [h, w, ...] -> coefficients [h, w, ...]."""
   bh, bw = real_dft_matrix(kernel.shape[0]), real_dft_matrix(kernel.shape[1])
-  return jnp.einsum('ih,jw,hw...->ij...', bh, bw, kernel)
+  return jnp.einsum('ih,jw,hw...->ij...', bh, bw, kernel, precision=jax.lax.Precision.HIGHEST)
 
 
 def irdft2(coefficients):
   """Inverse of rdft2."""
   bh = real_dft_matrix(coefficients.shape[0])
   bw = real_dft_matrix(coefficients.shape[1])
-  return jnp.einsum('ih,jw,ij...->hw...', bh, bw, coefficients)
+  return jnp.einsum('ih,jw,ij...->hw...', bh, bw, coefficients,
+                    precision=jax.lax.Precision.HIGHEST)  # No TF32 on GPUs.
 
 
 def choose_decoder(value, conv_decoder='dft'):
@@ -107,6 +118,51 @@ def decode_group(kind, latent, decoder):
   if kind == 'dft':
     scaled = irdft2(scaled)
   return scaled + decoder['shift'] if 'shift' in decoder else scaled
+
+
+CHUNK_VALUES = 1 << 20  # decode_exact's float64 temporaries stay within a few MB per leaf.
+
+
+def decode_exact(kind, values, decoder):
+  """float32 theta [shape] of one group from integer latents: the file's weights.
+
+  decode_group's maths as IEEE float64 operations in a fixed order (the DFT as
+  an explicit sum over frequencies), rounded to float32 once; in chunks of the
+  trailing axes, which changes no value.
+  """
+  values = np.asarray(values)
+  step = exact.exp(np.asarray(decoder['log_step'], np.float32).astype(np.float64))
+  shift = np.float64(np.float32(decoder['shift'])) if 'shift' in decoder else None
+  lead = 2 if kind == 'dft' else 0  # DFT: spatial dims stay whole, the rest is chunked.
+  flat = values.reshape(values.shape[:lead] + (-1,))
+  step = step.reshape(step.shape[:lead] + (-1,))  # One step per frequency, or a scalar.
+  out = np.empty(flat.shape, np.float32)
+  size = max(CHUNK_VALUES // max(int(np.prod(flat.shape[:lead])), 1), 1)
+  for start in range(0, flat.shape[-1], size):
+    scaled = step * flat[..., start:start + size].astype(np.float64)
+    if kind == 'dft':
+      scaled = _irdft2_exact(scaled)
+    if shift is not None:
+      scaled = scaled + shift
+    with np.errstate(over='ignore'):  # Overflow becomes inf, which the loader refuses.
+      out[..., start:start + size] = scaled
+  return out.reshape(values.shape)
+
+
+def _irdft2_exact(coefficients):
+  """irdft2 in float64, summing frequencies (i, j) in order for every (h, w)."""
+  h, w = coefficients.shape[:2]
+  bh = real_dft_matrix(h).astype(np.float64)
+  bw = real_dft_matrix(w).astype(np.float64)
+  out = np.zeros_like(coefficients)
+  for a in range(h):
+    for b in range(w):
+      acc = np.zeros(coefficients.shape[2:])
+      for i in range(h):
+        for j in range(w):
+          acc = acc + (bh[i, a] * bw[j, b]) * coefficients[i, j]
+      out[a, b] = acc
+  return out
 
 
 def num_params(tree):

@@ -87,12 +87,22 @@ def decode_flat(state, quantize=True):
   return out
 
 
-def decode(state, quantize=True):
+def decode(state, quantize=True, exact=False):
   """The params pytree, same structure as reparameterize's input, differentiable.
 
   quantize=False decodes the unrounded latents (reproduces the input params).
+  exact=True gives, as NumPy arrays, exactly the params that the state's saved
+  file decodes to on any machine (reparam.decode_exact; not differentiable).
+  They may differ from the default decode in the last bit.
   """
-  flat = decode_flat(state, quantize)
+  if exact:
+    if not quantize:
+      raise ErpError('exact=True decodes the rounded latents; it needs quantize=True')
+    flat = {path: np.asarray(state.floats[path]) if kind == 'float' else reparam.decode_exact(
+        kind, np.round(np.asarray(state.latents[path], np.float32)), state.decoders[path])
+            for path, kind in state.kinds}
+  else:
+    flat = decode_flat(state, quantize)
   return jax.tree_util.tree_unflatten(state.treedef, [flat[p] for p, _ in state.kinds])
 
 

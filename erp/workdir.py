@@ -70,6 +70,19 @@ def _manager(workdir, keep=2):
                                            enable_async_checkpointing=False))
 
 
+def _restore(workdir, args):
+  """The newest orbax checkpoint, restored with args; orbax's own error logs are muted
+  (it logs a damaged file, then raises, and erp's caller says it in one line)."""
+  from absl import logging
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
+  try:
+    manager = _manager(workdir)
+    return manager.restore(manager.latest_step(), args=args)
+  finally:
+    logging.set_verbosity(level)
+
+
 def save_checkpoint(workdir, state, keep=2):
   """Writes state at its step into WORKDIR/checkpoints/ (orbax: atomic, the newest `keep`)."""
   import orbax.checkpoint as ocp
@@ -90,8 +103,7 @@ def restore_checkpoint(workdir, state):
   try:
     if _has_orbax(workdir):
       import orbax.checkpoint as ocp
-      manager = _manager(workdir)
-      return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+      return _restore(workdir, ocp.args.StandardRestore(state))
     path = os.path.join(workdir, CHECKPOINT)
     if not os.path.exists(path):
       return state
@@ -106,8 +118,7 @@ def read_checkpoint(workdir):
   """The raw state dict of a workdir's newest checkpoint (orbax or checkpoint.msgpack)."""
   if _has_orbax(workdir):
     import orbax.checkpoint as ocp
-    manager = _manager(workdir)
-    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+    return _restore(workdir, ocp.args.StandardRestore())
   path = os.path.join(workdir, CHECKPOINT)
   if not os.path.exists(path):
     raise ErpError(f'no checkpoint in {workdir}')

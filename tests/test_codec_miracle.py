@@ -1,4 +1,6 @@
 """MIRACLE's code (erp.codecs.miracle): hashing, importance-sampled indices, the section format."""
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,3 +108,27 @@ def test_seed_and_block_size_beyond_the_limits_are_refused_both_ways():
     random_code.encode_leaf(1 << 32, 40, 8, 6, 0.0, np.arange(5))
   with pytest.raises(ValueError, match='block_size'):
     random_code.encode_leaf(1, 40, 8192, 6, 0.0, np.arange(1))
+
+
+def test_candidates_are_jax_random_normal_restated():
+  """The codec's own Threefry gives jax.random's bits; its normals are within float32
+  rounding of jax.random.normal, so files written by erp <= 0.2 keep their weights."""
+  path = 'Dense_0/kernel'
+  for seed in (0, 3, (1 << 32) - 1):
+    jkey = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    key = random_code.leaf_key(seed, path)
+    assert [int(k) for k in key] == [int(k) for k in jax.random.key_data(jkey)]
+    blocks, indices = np.array([0, 5, 70000]), np.array([0, 1023, 65535])
+    bits = random_code.candidate_bits(key, blocks, indices, 31)
+    z = random_code.normals_exact(bits)
+    for row, (b, k) in enumerate(zip(blocks, indices)):
+      sub = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jkey, 1), int(b)), int(k))
+      assert np.array_equal(bits[row], np.asarray(jax.random.bits(sub, (31,), jnp.uint32)))
+      np.testing.assert_allclose(z[row], jax.random.normal(sub, (31,)), rtol=1e-5, atol=1e-6)
+
+
+def test_candidate_normals_are_standard_normal():
+  key = random_code.leaf_key(1, 'w')
+  z = random_code.normals_exact(random_code.candidate_bits(key, np.arange(2000), 7, 50)).ravel()
+  assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+  assert abs(np.mean(z**4) - 3) < 0.1  # Normal kurtosis, not uniform's 1.8.

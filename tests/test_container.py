@@ -1,10 +1,12 @@
 """The .erp format: bit-exact files, and every kind of bad input refused with ErpError."""
+import os
 import struct
 import subprocess
 import sys
 import zlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -28,7 +30,7 @@ def model_file(request):
   rows, _ = file_lib.state_rows(trainable)
   rows += file_lib.extra_rows({'batch_stats': batch_stats} if batch_stats else None)
   blob = file_lib.to_bytes(rows, export.metadata(c, 'epr'))
-  expected = {'params': erp.decode(trainable)}
+  expected = {'params': erp.decode(trainable, exact=True)}
   if batch_stats:
     expected['batch_stats'] = batch_stats
   return blob, expected
@@ -164,3 +166,16 @@ def test_a_small_file_cannot_declare_a_huge_model():
   leaf = codecs.Leaf('params', 'w', 'float', 'float32', (1 << 25,))
   with pytest.raises(erp.ErpError, match='declares 33554432 values in'):
     file_lib.decode_bytes(file_lib.to_bytes([(leaf, b'\0' * 4)]))
+
+
+def test_save_refuses_a_diverged_state_and_writes_nothing(tmp_path):
+  params = {'dense': {'kernel': np.ones((4, 3), np.float32), 'bias': np.zeros(3, np.float32)}}
+  state = erp.reparameterize(params)
+  bad = state.replace(latents={**state.latents, 'dense/kernel': jnp.full((4, 3), jnp.nan)})
+  with pytest.raises(erp.ErpError, match='latent dense/kernel holds NaN'):
+    erp.save(tmp_path / 'm.erp', bad)
+  with pytest.raises(erp.ErpError, match='batch_stats leaf mean holds NaN'):
+    erp.save(tmp_path / 'm.erp', state, extra={'batch_stats': {'mean': np.array([np.inf])}})
+  assert not os.listdir(tmp_path)
+  erp.save(tmp_path / 'm.erp', state)
+  assert os.listdir(tmp_path) == ['m.erp']

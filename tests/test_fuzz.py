@@ -22,6 +22,7 @@ from conftest import REPO
 FILES = ['mnist/lenet5_epr_lmbda0.25_seed1', 'mnist/lenet300_surp_sparsity0.95',
          'mnist/lenet300_miracle_block_size10', 'mnist/lenet300_uniform_rel_step1.0']
 SECONDS_PER_LOAD = 5.0
+TRIALS = 100  # Per file and format version.
 
 
 def _seal(version, header, sections):
@@ -68,8 +69,12 @@ def _mutate_sections(rng, sections):
   s = list(sections)
   i = int(rng.integers(0, len(s)))
   kind, payload = s[i]
-  choice = rng.integers(0, 5)
-  if choice == 0 and payload:  # Flip bits.
+  choice = rng.integers(0, 6)
+  if choice == 5 and len(payload) >= 4:  # A float32 field (log step, shift, scale) made extreme.
+    at = int(rng.integers(0, len(payload) - 3))
+    extreme = np.array([rng.choice([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-45])], np.float32)
+    s[i] = (kind, payload[:at] + extreme.tobytes() + payload[at + 4:])
+  elif choice == 0 and payload:  # Flip bits.
     data = bytearray(payload)
     for _ in range(int(rng.integers(1, 4))):
       data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
@@ -98,7 +103,7 @@ def test_crafted_files_with_valid_checksums_raise_erp_error_or_load_finite_value
       found, payloads, metadata = file_lib.parse(blob)
       v2 = file_lib.to_bytes(list(zip(found, payloads)), metadata)
       _, header, sections = container.read(v2)
-    for trial in range(60):
+    for trial in range(TRIALS):
       h, s = header, sections
       if trial % 3 != 1:
         h = _mutate_header(rng, header)

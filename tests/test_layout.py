@@ -6,7 +6,7 @@ import os
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'erp')
-LIBRARY = ('erp', 'erp.errors', 'erp.state', 'erp.leaves', 'erp.reparam', 'erp.priors',
+LIBRARY = ('erp', 'erp.errors', 'erp.exact', 'erp.state', 'erp.leaves', 'erp.reparam', 'erp.priors',
            'erp.file', 'erp.coding', 'erp.container', 'erp.codecs', 'erp.codecs.epr',
            'erp.codecs.float', 'erp.codecs.surp', 'erp.codecs.miracle')
 

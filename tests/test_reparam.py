@@ -66,3 +66,43 @@ def test_disabled_rd_keeps_every_leaf_float():
   params = models.get_model('lenet5', 10).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
   state = runs.reparameterize(c, params['params'])
   assert {kind for _, kind in state.kinds} == {'float'} and not state.latents
+
+
+def test_exact_maths_match_numpy_to_a_few_ulps():
+  from erp import exact
+  x = np.random.default_rng(0).uniform(-700, 700, 100000)
+  np.testing.assert_allclose(exact.exp(x), np.exp(x), rtol=4 * 2.0**-52)
+  y = np.exp(np.random.default_rng(1).uniform(-700, 700, 100000))
+  np.testing.assert_allclose(exact.log(y), np.log(y), rtol=2 * 2.0**-52, atol=2.0**-52)
+  assert exact.exp(np.array([-1e6, 0.0]))[1] == 1.0 and exact.exp(np.array([-1e6]))[0] == 0.0
+  for bad in (np.nan, np.inf):
+    with pytest.raises(erp.ErpError):
+      exact.exp(np.array([bad]))
+  with pytest.raises(erp.ErpError):
+    exact.log(np.array([0.0]))
+
+
+@pytest.mark.parametrize('kind,shape', [('affine', (300, 100)), ('affine', (100,)),
+                                        ('dft', (5, 5, 20, 50)), ('dft', (3, 3, 64, 64)),
+                                        ('dft', (3, 1, 4, 4))])
+def test_exact_decode_is_the_training_decode_within_float32_rounding(kind, shape):
+  """decode_exact (the file's weights) and the JAX decode differ only in the last bits."""
+  rng = np.random.default_rng(0)
+  value = rng.normal(0, 0.05, shape).astype(np.float32)
+  latent, decoder = reparam.init_group(value, kind)
+  if 'shift' in decoder:
+    decoder['shift'] = jnp.float32(0.01)
+  rounded = np.round(np.asarray(latent))
+  fast = np.asarray(reparam.decode_group(kind, jnp.asarray(rounded), decoder))
+  exact = reparam.decode_exact(kind, rounded.astype(np.int64), decoder)
+  assert exact.dtype == np.float32 and exact.shape == shape
+  np.testing.assert_allclose(exact, fast, rtol=1e-5, atol=1e-6 * np.abs(fast).max())
+  # And exactly the float64 reference, rounded once.
+  step = np.exp(np.float64(np.asarray(decoder['log_step'])))
+  ref = step * rounded
+  if kind == 'dft':
+    bh, bw = (reparam.real_dft_matrix(n).astype(np.float64) for n in shape[:2])
+    ref = np.einsum('ih,jw,ij...->hw...', bh, bw, ref)
+  if 'shift' in decoder:
+    ref = ref + np.float64(decoder['shift'])
+  np.testing.assert_allclose(exact, ref.astype(np.float32), rtol=2.0**-22, atol=1e-12)

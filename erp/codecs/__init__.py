@@ -4,7 +4,9 @@ A file's header lists its leaves as [collection, path, codec, variant, shape];
 each leaf's section is read by the codec it names, through this registry.
 A codec module defines NAME, SECTION (the container section kind it writes),
 read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf,
-value) -> {stats}, value being what read decoded. Adding a method is one module
+value) -> {stats}, value being what read decoded, and optionally work(payload,
+leaf) -> the number of values its decoding allocates beyond the leaf's own (read
+from the section's first bytes, before decoding). Adding a method is one module
 here (and a line in CODECS) plus its training procedure.
 """
 import dataclasses
@@ -42,3 +44,9 @@ def get(name):
 def read(payload, leaf):
   """The decoded array of one leaf's section."""
   return get(leaf.codec).read(payload, leaf)
+
+
+def work(payload, leaf):
+  """Values a leaf's decoding allocates beyond leaf.shape (0 for most codecs)."""
+  codec = get(leaf.codec)
+  return codec.work(payload, leaf) if hasattr(codec, 'work') else 0

@@ -96,9 +96,9 @@ def read_group(payload, leaf):
   what = f'group {leaf.path}'
   r = container.Reader(payload, what)
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if leaf.variant == 'dft' else ()
-  decoder = {'log_step': jnp.asarray(r.f32(int(np.prod(step_shape))).reshape(step_shape))}
+  decoder = {'log_step': r.f32(int(np.prod(step_shape))).reshape(step_shape)}
   if reparam.has_shift(shape):
-    decoder['shift'] = jnp.asarray(r.f32(1)[0])
+    decoder['shift'] = r.f32(1)[0]
   values, stream = coding.read_coded(r, int(np.prod(shape)), what)
   r.done()
   return values.reshape(shape), decoder, stream
@@ -106,8 +106,7 @@ def read_group(payload, leaf):
 
 def read(payload, leaf):
   values, decoder, _ = read_group(payload, leaf)
-  latent = jnp.asarray(values.astype(np.float32))
-  return np.asarray(reparam.decode_group(leaf.variant, latent, decoder))
+  return reparam.decode_exact(leaf.variant, values, decoder)
 
 
 def describe(payload, leaf, value):

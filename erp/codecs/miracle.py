@@ -10,8 +10,8 @@ padded to num_blocks * block_size and cut into consecutive blocks; since the
 buckets are random, a block holds weights from all over the leaf.
 
 Block b is sent as one index k < 2**bits. Candidate k is sigma_p * z, with
-z ~ N(0, I[block_size]) drawn from the key (seed, leaf path, b, k) and sigma_p
-the leaf's encoding scale: the candidates are samples of the encoding
+z ~ N(0, I[block_size]) drawn from the key (seed, leaf path, b, k) (see
+candidate_bits and normals_exact) and sigma_p the leaf's encoding scale: the candidates are samples of the encoding
 distribution p = N(0, sigma_p^2). The encoder draws k with probability
 proportional to q(w_k) / p(w_k), an importance sample of the variational
 posterior q, so each block costs exactly `bits` bits (about KL(q||p) when the
@@ -21,7 +21,6 @@ Section layout: seed, num_vars, block_size, bits (varints), log sigma_p
 (float32), then the indices as num_blocks * bits bits, most significant first,
 zero-padded to a byte.
 """
-import functools
 import math
 import zlib
 
@@ -31,12 +30,13 @@ import numpy as np
 
 from erp import coding
 from erp import container
+from erp import exact
 from erp.errors import ErpError
 
 NAME = 'miracle'
 SECTION = container.GROUP
 MAX_BITS = 24  # 2**24 candidates per block is already far beyond what encoding can afford.
-MAX_SEED = (1 << 32) - 1  # Larger seeds decode differently under JAX_ENABLE_X64.
+MAX_SEED = (1 << 32) - 1  # The key (0, seed) holds 32 bits.
 MAX_BLOCK_SIZE = 4096  # The paper's blocks hold ~30 variables; decoding pads to 1024 blocks.
 
 
@@ -44,9 +44,90 @@ def num_blocks(num_vars, block_size):
   return -(-num_vars // block_size)
 
 
+def _threefry2x32(k0, k1, x0, x1):
+  """Threefry-2x32, 20 rounds (Salmon et al. 2011), on uint32 NumPy or JAX arrays.
+
+  The counter-based generator of jax.random, restated here so that a file's
+  candidates are fixed by this code and not by the installed JAX.
+  """
+  with np.errstate(over='ignore'):  # uint32 arithmetic wraps, as Threefry intends.
+    ks = [k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA)]
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+      for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
+        x0 = x0 + x1
+        x1 = x0 ^ ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r)))
+      x0, x1 = x0 + ks[(i + 1) % 3], x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def _fold_in(key, data):
+  """jax.random.fold_in's key derivation: the key's hash of the counter (0, data)."""
+  return _threefry2x32(key[0], key[1], data * np.uint32(0), data)
+
+
 def leaf_key(seed, path):
-  """The key of one leaf: the file's seed folded with a checksum of the leaf's path."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+  """The key (k0, k1) of one leaf: the file's seed folded with a checksum of the leaf's path.
+
+  Equal to jax.random.fold_in(jax.random.PRNGKey(seed), crc32(path) & 0x7FFFFFFF).
+  """
+  key = (np.uint32(0), np.uint32(seed))
+  return tuple(np.uint32(v) for v in _fold_in(
+      key, np.array(zlib.crc32(path.encode()) & 0x7FFFFFFF, np.uint32)))
+
+
+def candidate_bits(key, blocks, indices, block_size, xp=np):
+  """uint32 [..., block_size] random bits of candidates `indices` of `blocks` (broadcast).
+
+  The bits of jax.random.normal(fold_in(fold_in(fold_in(key, 1), block), index),
+  (block_size,)) with JAX's partitionable Threefry (jax >= 0.5 default).
+  """
+  blocks, indices = xp.asarray(blocks, xp.uint32), xp.asarray(indices, xp.uint32)
+  k = _fold_in(key, xp.ones_like(blocks))
+  k = _fold_in(k, blocks)
+  k = _fold_in((k[0] + indices * np.uint32(0), k[1] + indices * np.uint32(0)), indices)
+  counter = xp.arange(block_size, dtype=xp.uint32)
+  b0, b1 = _threefry2x32(k[0][..., None], k[1][..., None], counter * np.uint32(0), counter)
+  return b0 ^ b1
+
+
+def _open_interval(bits, xp):
+  """float32 u in (-1, 1) from 23 random bits, as jax.random.uniform(lo=-1+2**-24, hi=1)."""
+  unit = xp.asarray((bits >> np.uint32(9)) | np.uint32(0x3F800000)).view(xp.float32) - 1
+  lo = np.nextafter(np.float32(-1), np.float32(0))
+  return xp.maximum(lo, unit * np.float32(2) + lo)  # 2 = hi - lo in float32; exact product.
+
+
+def _erfinv_poly(x, w, xp):
+  """Giles' single-precision erfinv ("Approximating the erfinv function", 2010), w = -ln(1-x^2)."""
+  central = [2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+             -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]
+  tail = [-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+          -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]
+  small = w < 5
+  t = xp.where(small, w - 2.5, xp.sqrt(xp.maximum(w, 5)) - 3)
+  p = xp.where(small, central[0], tail[0]) + 0 * t
+  for c, d in zip(central[1:], tail[1:]):
+    p = xp.where(small, c, d) + p * t
+  return p * x
+
+
+def normals_exact(bits):
+  """float32 N(0, 1) samples of uint32 bits: the decoder's, the same on every machine.
+
+  sqrt(2) erfinv(u) in float64 (erp.exact's log; sqrt is correctly rounded), rounded
+  to float32 once. Within a few float32 ulps of jax.random.normal on the same bits.
+  """
+  u = _open_interval(np.asarray(bits, np.uint32), np).astype(np.float64)
+  w = -exact.log((1 - u) * (1 + u))
+  return (np.float64(np.float32(np.sqrt(2))) * _erfinv_poly(u, w, np)).astype(np.float32)
+
+
+def _normals_f32(bits):
+  """normals_exact in float32 JAX arithmetic, for the encoder's search over candidates."""
+  u = _open_interval(bits, jnp)
+  w = -jnp.log((1 - u) * (1 + u))
+  return np.float32(np.sqrt(2)) * _erfinv_poly(u, w, jnp)
 
 
 def _splitmix64(x):
@@ -73,15 +154,9 @@ def hashing(seed, path, n, num_vars):
   return rank, sign
 
 
-def _candidate(key, block, index, block_size):
-  """z ~ N(0, I[block_size]) of one (block, index): the shared randomness."""
-  k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, 1), block), index)
-  return jax.random.normal(k, (block_size,), jnp.float32)
-
-
 def _block_logits(key, block, mu, sigma, scale, bits):
   """log q(w_k) - log p(w_k) + const for every candidate k of one block."""
-  z = jax.vmap(lambda k: _candidate(key, block, k, mu.shape[0]))(jnp.arange(2**bits))
+  z = _normals_f32(candidate_bits(key, block, jnp.arange(2**bits), mu.shape[0], jnp))
   w = scale * z
   return -jnp.sum(jnp.square((w - mu) / sigma), -1) / 2 + jnp.sum(jnp.square(z), -1) / 2
 
@@ -108,28 +183,26 @@ _batched_logits = jax.jit(jax.vmap(_block_logits, in_axes=(None, 0, 0, 0, None, 
                           static_argnums=5)
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _block_values(key, blocks, indices, block_size, scale):
-  return jax.vmap(lambda b, k: scale * _candidate(key, b, k, block_size))(blocks, indices)
-
-
 def block_values(key, blocks, indices, block_size, scale):
   """float32 [g, block_size]: the variables that indices [g] select in blocks [g].
 
-  g is padded to a power of two (at least 1024) inside: one compilation for most files.
+  NumPy (normals_exact), in chunks of about 2**20 values: the decoded weights
+  are bit-identical on every machine, without compiling anything.
   """
-  g = len(blocks)
-  if not g:
-    return np.zeros((0, block_size), np.float32)
-  pad = _cyclic_index(g, 1024)
-  return np.asarray(_block_values(key, np.asarray(blocks, np.int32)[pad],
-                                  np.asarray(indices, np.int32)[pad], block_size,
-                                  jnp.float32(scale)))[:g]
+  blocks, indices = np.asarray(blocks), np.asarray(indices)
+  out = np.empty((len(blocks), block_size), np.float32)
+  size = max((1 << 20) // block_size, 1)
+  for start in range(0, len(blocks), size):
+    part = slice(start, start + size)
+    out[part] = np.float32(scale) * normals_exact(
+        candidate_bits(key, blocks[part], indices[part], block_size))
+  return out
 
 
 def scale_of(log_scale):
-  """sigma_p as encoder and decoder both compute it from the stored float32 log."""
-  return np.float32(np.exp(np.float32(log_scale)))
+  """sigma_p as encoder and decoder both compute it from the stored float32 log (erp.exact)."""
+  with np.errstate(over='ignore'):  # An overflowing scale decodes to inf, which is refused.
+    return np.float32(exact.exp(np.float64(np.float32(log_scale))))
 
 
 def weights(variables, num_vars, rank, sign, shape):
@@ -188,6 +261,15 @@ def decode_leaf(payload, shape, path):
   values = block_values(key, np.arange(len(indices)), indices, block_size, scale_of(log_scale))
   rank, sign = hashing(seed, path, n, num_vars)
   return weights(values, num_vars, rank, sign, shape)
+
+
+WORK_PER_WEIGHT = 3  # Hashing sorts a 64-bit hash per weight: ~3 values' worth of memory.
+
+
+def work(payload, leaf):
+  """Values' worth of memory decoding allocates beyond the leaf (erp.file's budget)."""
+  del payload
+  return WORK_PER_WEIGHT * math.prod(leaf.shape)
 
 
 def read(payload, leaf):
