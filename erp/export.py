@@ -25,6 +25,7 @@ import erp
 from erp import cli
 from erp import config as config_lib
 from erp import evaluate
+from erp import priors
 from erp import file as file_lib
 from erp import runs
 from erp import state as state_lib
@@ -44,11 +45,11 @@ def metadata(config, method):
 
 def rate_summary(trainable, float_dtype='float32'):
   """Estimated bits per group at the rounded latents, total bytes, zero fraction."""
-  bits = {k: float(v) for k, v in state_lib.rate(trainable, per_group=True).items()}
+  bits = {k: priors.integer_bits(trainable.priors[k], v) for k, v in trainable.latents.items()}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
                     for v in trainable.floats.values())
   num_latents = sum(int(v.size) for v in trainable.latents.values())
-  zeros = sum(int((jnp.round(v) == 0).sum()) for v in trainable.latents.values())
+  zeros = sum(int((np.abs(np.asarray(v)) < 0.5).sum()) for v in trainable.latents.values())
   total_bits = sum(bits.values())
   return {
       'group_bits': bits,

@@ -92,15 +92,17 @@ def init_group(value, kind, init_levels=4.0, min_init_step=0.01):
   """
   if kind not in ('affine', 'dft'):
     raise ErpError(f'unknown decoder {kind!r}; known: {DECODERS}')
-  value = jnp.asarray(value, jnp.float32)
-  spread = float(jnp.std(value)) if value.size > 1 else float(jnp.abs(value).max())
+  value = np.asarray(value, np.float32)  # NumPy: no per-shape XLA compile for each leaf.
+  spread = float(np.std(value)) if value.size > 1 else float(np.abs(value).max())
   step = max(spread / init_levels, min_init_step)
   if kind == 'dft':
-    log_step = jnp.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step), jnp.float32)
-    latent = rdft2(value) / jnp.exp(log_step)
+    log_step = np.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step), np.float32)
+    bh, bw = real_dft_matrix(value.shape[0]), real_dft_matrix(value.shape[1])
+    latent = np.einsum('ih,jw,hw...->ij...', bh, bw, value) / np.exp(log_step)
   else:
-    log_step = jnp.asarray(np.log(step), jnp.float32)
-    latent = value / jnp.exp(log_step)
+    log_step = np.float32(np.log(step))
+    latent = value / np.exp(log_step)
+  latent, log_step = jnp.asarray(latent, jnp.float32), jnp.asarray(log_step, jnp.float32)
   decoder = {'log_step': log_step}
   if has_shift(value.shape):
     decoder['shift'] = jnp.zeros((), jnp.float32)

@@ -19,7 +19,8 @@ def build_model(config):
 def init_model(config, model, ds):
   """Initial float variables {'params', maybe 'batch_stats'}: random, or config.init_from's."""
   dummy = jnp.zeros((1,) + ds.image_shape, jnp.float32)
-  variables = model.init(jax.random.PRNGKey(config.seed), dummy, train=False)
+  init = jax.jit(model.init, static_argnames='train')  # One compile, not one per op.
+  variables = init(jax.random.PRNGKey(config.seed), dummy, train=False)
   variables = flax.core.unfreeze(variables)
   if config.init_from:
     variables = workdir_lib.pretrained_variables(config.init_from, variables)

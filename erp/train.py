@@ -123,6 +123,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   A workdir holding a run resumes it only if its config is this one; overwrite=True
   starts afresh instead.
   """
+  t_call = time.time()
   config_lib.validate(config)
   workdir_lib.prepare(workdir, config, overwrite)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
@@ -152,6 +153,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   predict = evaluate.make_predict(model, ds)
   images_dev, labels_dev = jnp.asarray(train_x), jnp.asarray(train_y)
   t_loop, steps_done, pending = None, 0, []  # Timed from the end of the first (compiling) step.
+  first_step_s = None  # From this call to the end of the first step (setup and compile).
   record = {}
 
   for epoch in range(first_epoch, num_epochs):
@@ -164,6 +166,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
       if t_loop is None:
         jax.block_until_ready(metrics)
         t_loop = time.time()
+        first_step_s = t_loop - t_call
       else:
         steps_done += 1
       if len(pending) < config.train.log_every_steps and s + 1 < epoch_steps:
@@ -195,10 +198,10 @@ def train_and_evaluate(config, workdir, overwrite=False):
 
   if not record:  # Resumed after the last epoch: evaluate the restored state.
     record = {'error_pct': evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)}
-  result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float',
-                                     reparam.num_params(state_lib.decode(state.trainable)))
+  num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
+  result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
   result.update(test_error_pct=record['error_pct'], steps=int(state.step),
-                train_wall_s=time.time() - start)
+                train_wall_s=time.time() - start, first_step_s=first_step_s)
   if config.rd.enabled:
     result['estimate'] = export.rate_summary(state.trainable, config.export.float_dtype)
   if config.train.export and config.rd.enabled:
