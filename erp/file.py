@@ -110,7 +110,7 @@ def _check_finite(state, extra):
     if not np.all(np.abs(np.asarray(latent)) < MAX_LATENT):  # NaN fails this too.
       raise ErpError(f'latent {path} holds NaN, Inf or values beyond 2**30 (the run '
                      'diverged?); nothing written')
-  parts = {'latent': state.latents, 'decoder': state.decoders, 'float leaf': state.floats,
+  parts = {'decoder': state.decoders, 'float leaf': state.floats,
            **{f'{c} leaf': v for c, v in (extra or {}).items()}}
   for part, tree in parts.items():
     paths, values, _ = leaves.flatten(tree)

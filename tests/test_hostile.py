@@ -20,8 +20,9 @@ MAX_SECONDS = 5.0
 
 
 # The child caps its own address space first (no preexec_fn: forking a JAX process may deadlock).
+_CAP = f'({ADDRESS_SPACE_BYTES}, {ADDRESS_SPACE_BYTES})'
 LIMITED = ('import resource, runpy, sys; '
-           f'resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_BYTES}, {ADDRESS_SPACE_BYTES})); '
+           f'resource.setrlimit(resource.RLIMIT_AS, {_CAP}); '
            'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
 
 

@@ -11,11 +11,12 @@ buckets are random, a block holds weights from all over the leaf.
 
 Block b is sent as one index k < 2**bits. Candidate k is sigma_p * z, with
 z ~ N(0, I[block_size]) drawn from the key (seed, leaf path, b, k) (see
-candidate_bits and normals_exact) and sigma_p the leaf's encoding scale: the candidates are samples of the encoding
-distribution p = N(0, sigma_p^2). The encoder draws k with probability
-proportional to q(w_k) / p(w_k), an importance sample of the variational
-posterior q, so each block costs exactly `bits` bits (about KL(q||p) when the
-training budget holds) and the decoder needs only (seed, sigma_p, indices).
+candidate_bits and normals_exact) and sigma_p the leaf's encoding scale: the
+candidates are samples of the encoding distribution p = N(0, sigma_p^2). The
+encoder draws k with probability proportional to q(w_k) / p(w_k), an
+importance sample of the variational posterior q, so each block costs
+exactly `bits` bits (about KL(q||p) when the training budget holds) and the
+decoder needs only (seed, sigma_p, indices).
 
 Section layout: seed, num_vars, block_size, bits (varints), log sigma_p
 (float32), then the indices as num_blocks * bits bits, most significant first,
@@ -37,7 +38,7 @@ NAME = 'miracle'
 SECTION = container.GROUP
 MAX_BITS = 24  # 2**24 candidates per block is already far beyond what encoding can afford.
 MAX_SEED = (1 << 32) - 1  # The key (0, seed) holds 32 bits.
-MAX_BLOCK_SIZE = 4096  # The paper's blocks hold ~30 variables; decoding pads to 1024 blocks.
+MAX_BLOCK_SIZE = 4096  # The paper's blocks hold ~30 variables.
 
 
 def num_blocks(num_vars, block_size):
@@ -99,14 +100,17 @@ def _open_interval(bits, xp):
 
 
 def _erfinv_poly(x, w, xp):
-  """Giles' single-precision erfinv ("Approximating the erfinv function", 2010), w = -ln(1-x^2)."""
+  """Giles' single-precision erfinv (Giles 2010, "Approximating the erfinv function").
+
+  w = -ln(1 - x^2); the same polynomial in NumPy float64 or JAX float32 (xp).
+  """
   central = [2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
              -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]
   tail = [-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
           -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]
   small = w < 5
   t = xp.where(small, w - 2.5, xp.sqrt(xp.maximum(w, 5)) - 3)
-  p = xp.where(small, central[0], tail[0]) + 0 * t
+  p = xp.where(small, central[0], tail[0]) + 0 * t  # Broadcast to t's shape.
   for c, d in zip(central[1:], tail[1:]):
     p = xp.where(small, c, d) + p * t
   return p * x
