@@ -28,6 +28,7 @@ from erp import reparam
 from erp import runs
 from erp import state as state_lib
 from erp import workdir as workdir_lib
+from erp.errors import ErpError
 
 
 @flax.struct.dataclass
@@ -73,15 +74,33 @@ def apply_train(model, params, batch_stats, images, rng):
   return logits, updated['batch_stats']
 
 
-def make_train_step(config, model, ds, tx, num_train, param_transform=None):
+def data_mesh(batch_size):
+  """A 1-D mesh ('data') over every local device; the batch must split evenly across it."""
+  devices = jax.local_devices()
+  if batch_size % len(devices):
+    raise ErpError(f'train.batch_size={batch_size} does not split over {len(devices)} devices')
+  return jax.sharding.Mesh(np.array(devices), ('data',))
+
+
+def replicate(tree, mesh):
+  """tree's arrays on every device of mesh (state, and the in-memory dataset)."""
+  return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh=None):
   """jit(state, images_all, labels_all, batch_idx [batch]) -> (state, metrics).
 
   One step per call: on XLA:CPU a lax.scan over steps runs convolutions about
   10x slower (measured on LeNet5, 2 cores), and dispatch is asynchronous anyway.
   param_transform (params -> params) lets a baseline train through a mask or
-  a quantizer (erp.baselines.prune).
+  a quantizer (erp.baselines.prune). With a mesh (data_mesh), the batch is split
+  over its devices and the state replicated: XLA partitions the step and sums
+  the gradients across devices, so one code path serves 1 or N devices (batch
+  statistics are then those of the whole batch, as on one device).
   """
   lmbda = float(config.rd.lmbda)
+  batch_sharding = None if mesh is None else jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('data'))
 
   def loss_fn(trainable, batch_stats, images, labels, rng):
     k_noise, k_dropout = jax.random.split(rng)
@@ -102,6 +121,9 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     rng, k_aug, k_noise = jax.random.split(state.rng, 3)
     images = data.preprocess(images_all[batch_idx], ds, k_aug, config.train.augment)
     labels = labels_all[batch_idx]
+    if batch_sharding is not None:
+      images = jax.lax.with_sharding_constraint(images, batch_sharding)
+      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
         state.trainable, state.batch_stats, images, labels, k_noise)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
@@ -149,9 +171,11 @@ def train_and_evaluate(config, workdir, overwrite=False):
   if first_epoch:
     print(f'resumed from the checkpoint at epoch {first_epoch}', flush=True)
 
-  train_step = make_train_step(config, model, ds, tx, num_train)
+  mesh = data_mesh(batch)
+  state = replicate(state, mesh)
+  train_step = make_train_step(config, model, ds, tx, num_train, mesh=mesh)
   predict = evaluate.make_predict(model, ds)
-  images_dev, labels_dev = jnp.asarray(train_x), jnp.asarray(train_y)
+  images_dev, labels_dev = replicate((train_x, train_y), mesh)
   t_loop, steps_done, pending = None, 0, []  # Timed from the end of the first (compiling) step.
   first_step_s = None  # From this call to the end of the first step (setup and compile).
   record = {}
@@ -201,7 +225,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
   result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
   result.update(test_error_pct=record['error_pct'], steps=int(state.step),
-                train_wall_s=time.time() - start, first_step_s=first_step_s)
+                train_wall_s=time.time() - start, first_step_s=first_step_s,
+                num_devices=mesh.size)
   if config.rd.enabled:
     result['estimate'] = export.rate_summary(state.trainable, config.export.float_dtype)
   if config.train.export and config.rd.enabled:

@@ -11,7 +11,7 @@ from erp import export
 from erp import runs
 from erp import train
 from erp import workdir as workdir_lib
-from conftest import load_config
+from conftest import REPO, load_config
 
 
 def _config(data_dir, model='lenet300', **rd):
@@ -188,3 +188,31 @@ def test_metrics_go_to_jsonl_and_tensorboard_only_when_its_extra_is_installed(tm
     workdir_lib.Metrics(str(tmp_path), tensorboard=True).write(
         {'step': 2, 'split': 'test', 'error_pct': 3.0})
     assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
+
+
+def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir):
+  """Data parallel over XLA's host platform split in 2 devices: same losses and rates
+  as on one device, up to float reordering, and result.json records the device count."""
+  import json
+  import subprocess
+  import sys
+  records = {}
+  for n in (1, 2):
+    env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}',
+           'ERP_DATA_DIR': data_dir}
+    workdir = tmp_path / f'dev{n}'
+    out = subprocess.run(
+        [sys.executable, '-m', 'erp.train',
+         '--config', os.path.join(REPO, 'configs', 'mnist_lenet300.py'), '--config.rd.enabled=True', '--config.rd.lmbda=0.1', '--config.train.num_steps=30',
+         '--config.train.log_every_steps=10', f'--workdir={workdir}'],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(workdir / 'result.json') as f:
+      result = json.load(f)
+    assert result['num_devices'] == n
+    with open(workdir / 'metrics.jsonl') as f:
+      train = [json.loads(l) for l in f if '"train"' in l]
+    records[n] = np.array([[m['loss'], m['bits']] for m in train])
+  assert records[1].shape == records[2].shape == (3, 2)
+  assert records[1][-1, 0] < 0.8 * records[1][0, 0]  # It trained.
+  np.testing.assert_allclose(records[2], records[1], rtol=1e-4)
