@@ -17,7 +17,6 @@ import time
 from absl import flags
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

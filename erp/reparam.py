@@ -60,9 +60,10 @@ def real_dft_matrix(n):
 
 
 def rdft2(kernel):
-  """Spatial real DFT of a kernel [h, w, ...] -> coefficients [h, w, ...]."""
+  """Spatial real DFT of a kernel [h, w, ...] -> coefficients [h, w, ...] (NumPy: it only
+  runs when a state is initialized, where one XLA compile per leaf shape would dominate)."""
   bh, bw = real_dft_matrix(kernel.shape[0]), real_dft_matrix(kernel.shape[1])
-  return jnp.einsum('ih,jw,hw...->ij...', bh, bw, kernel, precision=jax.lax.Precision.HIGHEST)
+  return np.einsum('ih,jw,hw...->ij...', bh, bw, np.asarray(kernel, np.float32))
 
 
 def irdft2(coefficients):
@@ -97,8 +98,7 @@ def init_group(value, kind, init_levels=4.0, min_init_step=0.01):
   step = max(spread / init_levels, min_init_step)
   if kind == 'dft':
     log_step = np.full(value.shape[:2] + (1,) * (value.ndim - 2), np.log(step), np.float32)
-    bh, bw = real_dft_matrix(value.shape[0]), real_dft_matrix(value.shape[1])
-    latent = np.einsum('ih,jw,hw...->ij...', bh, bw, value) / np.exp(log_step)
+    latent = rdft2(value) / np.exp(log_step)
   else:
     log_step = np.float32(np.log(step))
     latent = value / np.exp(log_step)

@@ -7,8 +7,6 @@ table's probabilities are the rounded latents' own histogram ('empirical':
 stored anyway, so it codes them in the fewest bytes) or the learned prior's
 mass at each integer ('prior', as the paper codes them, EPR sec. 2.3).
 """
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from erp import coding
@@ -21,16 +19,6 @@ NAME = 'epr'
 SECTION = container.GROUP
 TABLES = ('empirical', 'prior')
 VARIANTS = ('affine', 'dft')
-
-_probability_mass = jax.jit(priors.probability_mass)
-
-
-def _pmf_on(prior_params, lo, hi):
-  """Prior mass at lo..hi, evaluated on a power-of-two padded grid (few compilations)."""
-  n = hi - lo + 1
-  padded = lo + np.arange(1 << max(n - 1, 1).bit_length(), dtype=np.float32)
-  return np.asarray(_probability_mass(prior_params, jnp.asarray(padded)), np.float64)[:n]
-
 
 def prior_table(prior_params, values):
   """(lo, counts) of one group from its learned prior (the paper's coding model).
@@ -45,7 +33,7 @@ def prior_table(prior_params, values):
   hi = int(min(values.max(), q_hi)) if values.size else 0
   if hi < lo:  # Every value lies in the prior's tail: a table of one symbol.
     lo = hi = int(np.round(np.median(values)))
-  pmf = _pmf_on(prior_params, lo, hi)
+  pmf = priors.mass_at(prior_params, np.arange(lo, hi + 1))
   escape = max(1.0 - pmf.sum(), 0.0)
   return lo, coding.best_precision(np.append(pmf, escape), values, lo)
 
@@ -83,7 +71,7 @@ def write(values, decoder, lo, counts):
 
 def write_latent(latent, decoder, prior_params=None, table='empirical'):
   """(payload, stats) of one EPR group from its (unrounded) latent."""
-  values = np.asarray(jnp.round(latent), np.int64).ravel()
+  values = np.round(np.asarray(latent, np.float32)).astype(np.int64).ravel()
   lo, counts = table_of(values, prior_params, table)
   return write(values, decoder, lo, counts)
 

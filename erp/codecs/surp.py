@@ -206,8 +206,7 @@ def decode_tensor(payload, shape, what='surp group'):
   """float32 [shape] from encode_tensor's payload."""
   n = int(np.prod(shape))
   r = container.Reader(payload, what)
-  l1, beta = (float(v) for v in r.f32(2))
-  num_gaps = r.varint(MAX_ITERATIONS_PER_WEIGHT * max(n, 1))
+  l1, beta, num_gaps = _read_head(r, n)
   lengths, _ = coding.read_coded(r, num_gaps, what)
   if np.any(lengths < 0) or np.any(lengths > n.bit_length()):
     raise ErpError(f'{what}: gap length out of range')
@@ -230,11 +229,16 @@ def decode_tensor(payload, shape, what='surp group'):
 WORK_PER_ITERATION = 4  # Decoding holds ~80 bytes per iteration, four values' worth.
 
 
+def _read_head(r, n):
+  """(||w||_1, beta, iterations) at the start of a section, iterations bounded per weight."""
+  l1, beta = (float(v) for v in r.f32(2))
+  return l1, beta, r.varint(MAX_ITERATIONS_PER_WEIGHT * max(n, 1))
+
+
 def work(payload, leaf):
   """The iterations the section declares, in values (erp.file's budget), before decoding."""
-  r = container.Reader(payload, f'surp group {leaf.path}')
-  r.f32(2)
-  return WORK_PER_ITERATION * r.varint(MAX_ITERATIONS_PER_WEIGHT * max(math.prod(leaf.shape), 1))
+  reader = container.Reader(payload, f'surp group {leaf.path}')
+  return WORK_PER_ITERATION * _read_head(reader, math.prod(leaf.shape))[2]
 
 
 def read(payload, leaf):
