@@ -5,6 +5,7 @@ from erp.config import base_config
 def get_config(arg=None):
   c = base_config()
   c.data.name = 'cifar10'
+  c.data.val_size = 5000  # Of the 50,000 training images.
   c.model.name = 'resnet20'
   c.model.width = int(arg or 1)
   c.train.batch_size = 128

@@ -21,7 +21,7 @@ from erp.state import optimizer
 from erp.state import rate
 from erp.state import reparameterize
 
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 __all__ = ['EprState', 'ErpError', 'decode', 'load', 'load_metadata', 'load_variables',
            'optimizer', 'rate', 'reparameterize', 'save']
 

@@ -38,7 +38,8 @@ def quantize_pmf(pmf, precision):
   return counts
 
 
-def _model(counts):
+def model_of(counts):
+  """constriction's model of an integer table (exact float64 inputs, so the same anywhere)."""
   return constriction.stream.model.Categorical(np.asarray(counts, np.float64), perfect=False)
 
 
@@ -48,8 +49,9 @@ def to_indices(values, lo, num_symbols):
   escape = num_symbols - 1
   idx = values - lo
   out_of_range = (idx < 0) | (idx >= escape)
-  idx = np.where(out_of_range, escape, idx)
-  return idx.astype(np.int32), values[out_of_range]
+  escaped = values[out_of_range]
+  idx[out_of_range] = escape
+  return idx.astype(np.int32), escaped
 
 
 CHUNK = 1 << 20  # Values converted at a time: bounds the coder's temporaries.
@@ -60,7 +62,7 @@ def encode(values, lo, counts):
   counts = np.asarray(counts)
   values = np.asarray(values).ravel()
   encoder = constriction.stream.queue.RangeEncoder()
-  model, escaped = _model(counts), []
+  model, escaped = model_of(counts), []
   for start in range(0, values.size, CHUNK):  # One stream, as if coded at once.
     idx, out = to_indices(values[start:start + CHUNK], lo, len(counts))
     encoder.encode(idx, model)
@@ -77,7 +79,7 @@ def decode(stream, num_values, lo, counts, escaped):
   if num_values == 0:
     return np.zeros((0,), np.int64)
   try:
-    decoder, model = constriction.stream.queue.RangeDecoder(words), _model(counts)
+    decoder, model = constriction.stream.queue.RangeDecoder(words), model_of(counts)
     idx = np.empty(num_values, np.int64)
     for start in range(0, num_values, CHUNK):
       idx[start:start + CHUNK] = decoder.decode(model, min(CHUNK, num_values - start))
@@ -137,10 +139,10 @@ def _symbol_hist(values, lo, num_symbols):
 def best_precision(pmf, values, lo):
   """Counts of pmf (escape last) at the precision in PRECISIONS that stores values smallest."""
   hist, escaped = _symbol_hist(values, lo, len(pmf))
-  return _best_counts(pmf, hist, lo, escaped)[1]
+  return best_counts(pmf, hist, lo, escaped)[1]
 
 
-def _best_counts(pmf, hist, lo, escaped):
+def best_counts(pmf, hist, lo, escaped):
   """(stored bytes, counts) of pmf at its best precision, for symbols with histogram hist."""
   best = None
   for precision in PRECISIONS:
@@ -172,7 +174,7 @@ def empirical_table(values, tail_fractions=(0.0, 1e-4, 1e-3, 1e-2)):
     if hi - lo + 2 > MAX_TABLE:
       continue
     hist, escaped = _symbol_hist(values, lo, hi - lo + 2)
-    cost, counts = _best_counts(hist.astype(np.float64), hist, lo, escaped)
+    cost, counts = best_counts(hist.astype(np.float64), hist, lo, escaped)
     if best is None or cost < best[0]:
       best = (cost, lo, counts)
   if best is None:

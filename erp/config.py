@@ -23,6 +23,9 @@ def base_config():
   c.data.dir = ''  # Empty: the environment variable ERP_DATA_DIR, else tfds.
   c.data.tfds_dir = ''  # tensorflow-datasets data dir (pip install -e '.[tfds]'); empty: its default.
   c.data.tfds_download = False  # Let tfds download (needs the internet); never by default.
+  # The last val_size training examples are the validation split, never trained on:
+  # every choice is made on it; the test split is evaluated once, at the end of a run.
+  c.data.val_size = 10000
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lenet300'
@@ -54,7 +57,8 @@ def base_config():
   c.rd.lmbda = 0.0  # loss = cross-entropy [nats/example] + lmbda * bits / num_train.
   c.rd.latent_lr = 0.05  # In integer latent steps (Adam's step size is lr-sized).
   c.rd.decoder_lr = 1e-3
-  c.rd.prior_lr = 1e-3
+  c.rd.prior_lr = 1e-2  # Constant (no schedule): the priors must track the latents.
+  c.rd.prior_fit = 'rounded'  # Priors fit to 'rounded' latents (the file's) or 'noisy' ones.
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
@@ -100,6 +104,7 @@ def base_config():
   c.export = ml_collections.ConfigDict()
   c.export.table = 'empirical'  # Coding tables: latents' histogram, or 'prior' (learned).
   c.export.float_dtype = 'float32'  # Precision of uncompressed leaves in the file.
+  c.export.run_config = False  # Also store the config diff and erp version in the file.
   return c
 
 

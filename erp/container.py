@@ -1,14 +1,19 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Layout (all integers unsigned LEB128 varints unless said otherwise):
+Format 3 (what write produces; all integers unsigned LEB128 varints):
 
-    magic b'\\x89ERP'  version:u8
-    section*           kind:u8  length  payload[length]  crc32(payload):u32le
+    magic b'\x89ERP'  version:u8  length header[length]  (length payload[length])*
     crc32 of every byte before it:u32le
 
-Section kinds: HEADER (zlib-compressed JSON; what it holds is erp.file's
-business, by version), then one section per leaf in header order: GROUP (a
-coded tensor) or FLOAT (raw little-endian values).
+The header is JSON, raw-deflated with a preset dictionary (HEADER_DICTIONARY:
+the names and structures of common models' leaves), so a LeNet's header takes
+a few dozen bytes rather than ~300; any header is valid, an unusual one just
+compresses less. One payload per leaf, in header order; what the header and
+payloads hold is erp.file's and the codecs' business. 9 bytes of framing in all.
+
+Formats 1-2 (erp 0.1-0.2), still read: a zlib header section, then sections
+kind:u8 length payload crc32(payload):u32le (HEADER, GROUP or FLOAT), then
+the file's crc32.
 """
 import json
 import struct
@@ -18,9 +23,11 @@ import numpy as np
 
 from erp.errors import ErpError
 
+from erp.header_dictionary import HEADER_DICTIONARY
+
 MAGIC = b'\x89ERP'
-VERSION = 2  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2)
+VERSION = 3  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
@@ -108,13 +115,25 @@ class Reader:
       raise ErpError(f'{self.what}: {len(self.data) - self.pos} unexpected trailing bytes')
 
 
-def write(header, sections):
-  """bytes of a VERSION file: header dict + [(kind, payload bytes)] in header order."""
-  w = Writer().raw(MAGIC).raw(bytes([VERSION]))
-  body = [(HEADER, zlib.compress(json.dumps(header, separators=(',', ':'),
-                                            sort_keys=True).encode(), 9))] + list(sections)
-  for kind, payload in body:
-    w.raw(bytes([kind])).blob(payload).raw(struct.pack('<I', zlib.crc32(payload)))
+def _json(header):
+  return json.dumps(header, separators=(',', ':'), sort_keys=True).encode()
+
+
+def write(header, sections, version=VERSION):
+  """bytes of a file: header dict + [(kind, payload bytes)] in header order.
+
+  Format 3 stores no kinds (the header names each leaf's codec); version 2
+  is kept for tests that craft files of the old format.
+  """
+  w = Writer().raw(MAGIC).raw(bytes([version]))
+  if version == 3:
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=HEADER_DICTIONARY)
+    w.blob(deflate.compress(_json(header)) + deflate.flush())
+    for _, payload in sections:
+      w.blob(payload)
+  else:
+    for kind, payload in [(HEADER, zlib.compress(_json(header), 9))] + list(sections):
+      w.raw(bytes([kind])).blob(payload).raw(struct.pack('<I', zlib.crc32(payload)))
   data = w.getvalue()
   return data + struct.pack('<I', zlib.crc32(data))
 
@@ -142,6 +161,12 @@ def read(data):
     raise ErpError('file checksum mismatch: the file is truncated or corrupted')
   r = Reader(data[:-4], 'erp file')
   r.raw(len(MAGIC) + 1)
+  if version == 3:
+    header = _inflate(r.blob(), zlib.decompressobj(-15, zdict=HEADER_DICTIONARY))
+    sections = []
+    while r.pos < len(r.data):
+      sections.append((None, r.blob()))
+    return version, header, sections
   sections = []
   while r.pos < len(r.data):
     kind = r.raw(1)[0]
@@ -154,14 +179,20 @@ def read(data):
     sections.append((kind, payload))
   if not sections or sections[0][0] != HEADER:
     raise ErpError('file has no header section')
+  return version, _inflate(sections[0][1], zlib.decompressobj()), sections[1:]
+
+
+def _inflate(blob, inflater):
+  """The header dict of its compressed bytes, inflating at most MAX_HEADER_BYTES."""
   try:
-    inflater = zlib.decompressobj()
-    text = inflater.decompress(sections[0][1], MAX_HEADER_BYTES + 1)
+    text = inflater.decompress(blob, MAX_HEADER_BYTES + 1)
     if len(text) > MAX_HEADER_BYTES or inflater.unconsumed_tail:
       raise ErpError(f'malformed header: inflates to more than {MAX_HEADER_BYTES} bytes')
+    if not inflater.eof or inflater.unused_data:
+      raise ErpError('malformed header: truncated or followed by stray bytes')
     header = json.loads(text.decode(), object_pairs_hook=_no_duplicates)
   except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as e:
     raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(header, dict):
     raise ErpError('malformed header: not a JSON object')
-  return version, header, sections[1:]
+  return header

@@ -62,10 +62,30 @@ def resolve_data_dir(data_dir=None):
   return data_dir or os.environ.get(ENV_VAR) or None
 
 
+SPLITS = ('train', 'val', 'test')
+
+
 def load_split(data_config, split):
-  """(images, labels) of the split a config's data section names (dir, tfds_dir, tfds_download)."""
-  return load(data_config.name, split, data_config.dir or None,
-              tfds_dir=data_config.tfds_dir or None, download=data_config.tfds_download)
+  """(images, labels) of a split of the dataset a config's data section names.
+
+  'val' is the last data_config.val_size examples of the publisher's training
+  files (in file order) and 'train' the rest: every choice (lambda, schedule,
+  epochs) is made on 'val', and 'test' is evaluated once per run.
+  """
+  if split not in SPLITS:
+    raise ErpError(f'unknown split {split!r}; known: {SPLITS}')
+  source = 'test' if split == 'test' else 'train'
+  images, labels = load(data_config.name, source, data_config.dir or None,
+                        tfds_dir=data_config.tfds_dir or None, download=data_config.tfds_download)
+  if split == 'test':
+    return images, labels
+  val_size = data_config.get('val_size', 0)
+  if isinstance(val_size, bool) or not isinstance(val_size, int) or not \
+      0 <= val_size < len(labels):
+    raise ErpError(f'data.val_size must be an integer in [0, {len(labels)}) for '
+                   f'{data_config.name} ({len(labels)} training examples), got {val_size!r}')
+  cut = len(labels) - val_size
+  return (images[:cut], labels[:cut]) if split == 'train' else (images[cut:], labels[cut:])
 
 
 def load(name, split, data_dir=None, allow_tfds=True, tfds_dir=None, download=False):

@@ -36,10 +36,18 @@ LOCAL_KEYS = ('data.dir', 'data.tfds_dir', 'init_from')  # Never stored: paths o
 
 
 def metadata(config, method):
-  """What erp.load needs to rebuild an erp run's model and config; no local paths."""
-  diff = {k: v for k, v in config_lib.diff_from_base(config).items() if k not in LOCAL_KEYS}
-  return {'method': method, 'model': config.model.name, 'width': config.model.width,
-          'dataset': config.data.name, 'erp_version': erp.__version__, 'config': diff}
+  """What erp.load needs to rebuild an erp run's model; no local paths.
+
+  With export.run_config, also the config fields that differ from the base and
+  the erp version (~100 bytes more for a LeNet file; result.json holds them anyway).
+  """
+  out = {'method': method, 'model': config.model.name, 'width': config.model.width,
+         'dataset': config.data.name}
+  if config.export.get('run_config', False):
+    out['config'] = {k: v for k, v in config_lib.diff_from_base(config).items()
+                     if k not in LOCAL_KEYS}
+    out['erp_version'] = erp.__version__
+  return out
 
 
 def rate_summary(trainable, float_dtype='float32'):
@@ -67,19 +75,46 @@ def variables_of(trainable, batch_stats):
   return variables
 
 
+def run_file(config, trainable, batch_stats):
+  """(bytes, per-group stats) of an EPR run's file, each group's estimated bits beside the
+  bits its range code spends (est_bits, coded_bits)."""
+  est = rate_summary(trainable, config.export.float_dtype)['group_bits']
+  blob, info = file_lib.encode(trainable,
+                               extra={'batch_stats': batch_stats} if batch_stats else None,
+                               metadata=metadata(config, 'epr'), table=config.export.table,
+                               float_dtype=config.export.float_dtype)
+  for group, stats in info['groups'].items():
+    stats['est_bits'] = est[group]
+  return blob, info['groups']
+
+
+def fit_summary(config, trainable, batch_stats):
+  """How well the priors price the file a run would write now (logged at every evaluation).
+
+  Per group and in total: the priors' bits for the rounded latents (est) and the
+  bits the exporter's range coder spends on them (coded); and the file's bytes.
+  """
+  blob, groups = run_file(config, trainable, batch_stats)
+  est = sum(g['est_bits'] for g in groups.values())
+  coded = sum(g['coded_bits'] for g in groups.values())
+  return {'num_bytes': len(blob), 'est_latent_bits': est, 'coded_latent_bits': coded,
+          'est_over_coded': est / coded if coded else None,
+          'groups': {k: {'est_bits': g['est_bits'], 'coded_bits': g['coded_bits']}
+                     for k, g in groups.items()}}
+
+
 def write_run_file(path, config, trainable, batch_stats):
   """Writes an EPR run's file; returns (estimated bits per group, per-group stats)."""
-  est = rate_summary(trainable, config.export.float_dtype)['group_bits']
-  saved = file_lib.save(path, trainable, extra={'batch_stats': batch_stats} if batch_stats else None,
-                        metadata=metadata(config, 'epr'), table=config.export.table,
-                        float_dtype=config.export.float_dtype)
-  for group, stats in saved['groups'].items():
-    stats['est_bits'] = est[group]
-  return est, saved['groups']
+  blob, groups = run_file(config, trainable, batch_stats)
+  file_lib.write_atomic(path, blob)
+  return {k: g['est_bits'] for k, g in groups.items()}, groups
 
 
-def export_and_check(config, workdir, state, test_x, test_y, predict):
-  """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file."""
+def export_and_check(config, workdir, state, val, test, predict):
+  """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file.
+
+  val, test: (images, labels); val may be empty.
+  """
   path = os.path.join(workdir, workdir_lib.FILE_NAME)
   est, stats = write_run_file(path, config, state.trainable, state.batch_stats)
   t0 = time.time()
@@ -94,7 +129,8 @@ def export_and_check(config, workdir, state, test_x, test_y, predict):
           jax.tree.leaves(expected), jax.tree.leaves(variables)))
   if not exact:
     raise AssertionError('decoded params differ from the in-memory rounded params')
-  error = evaluate.test_error(predict, variables, test_x, test_y)
+  error = evaluate.test_error(predict, variables, *test)
+  val_error = evaluate.test_error(predict, variables, *val) if len(val[1]) else None
   num_bytes = os.path.getsize(path)
   print(f'exported {path}: {num_bytes} bytes ({num_bytes / 1000:.2f} KB), '
         f'test error from file {error:.2f}%', flush=True)
@@ -102,6 +138,7 @@ def export_and_check(config, workdir, state, test_x, test_y, predict):
       'path': path,
       'num_bytes': num_bytes,
       'error_pct': error,
+      'val_error_pct': val_error,
       'bit_exact': exact,
       'decode_s': decode_s,
       'est_latent_bits': sum(est.values()),

@@ -1,12 +1,13 @@
 """The .erp file of an EprState: save, and load it back from the file alone.
 
-Format v2 (erp.container frames it): the header lists every leaf as
+Formats 2 and 3 (erp.container frames them): the header lists every leaf as
 [collection, path, codec, variant, shape], which is all decoding needs, plus
 optional JSON metadata that decoding never reads; one section per leaf, read
 by its codec (erp.codecs). No model registry, config schema or dataset is
 needed to decode, and no local path is stored unless the metadata holds one.
-Format v1 files (erp 0.1: header with model, config diff and
-[collection, kind, path, shape] rows) are read by translating their header.
+Format 3 (erp 0.3) differs in its framing and the EPR payloads (compact
+decoders and codes). Format v1 files (erp 0.1: header with model, config diff
+and [collection, kind, path, shape] rows) are read by translating their header.
 """
 import json
 import math
@@ -93,12 +94,19 @@ def save(path, state, *, extra=None, metadata=None, table='empirical', float_dty
   precision (or float_dtype for floats). metadata: any JSON dict, kept in the
   header and returned by load_metadata. table: 'empirical' or 'prior' (epr codec).
   """
+  blob, info = encode(state, extra=extra, metadata=metadata, table=table,
+                      float_dtype=float_dtype)
+  write_atomic(path, blob)
+  return info
+
+
+def encode(state, *, extra=None, metadata=None, table='empirical', float_dtype=None):
+  """(file bytes, {num_bytes, coded_latent_bits, groups}): what save writes, in memory."""
   _check_finite(state, extra)
   rows, stats = state_rows(state, table=table, float_dtype=float_dtype)
   blob = to_bytes(rows + extra_rows(extra, float_dtype), metadata)
-  write_atomic(path, blob)
-  return {'num_bytes': len(blob), 'groups': stats,
-          'coded_latent_bits': sum(s['coded_bits'] for s in stats.values())}
+  return blob, {'num_bytes': len(blob), 'groups': stats,
+                'coded_latent_bits': sum(s['coded_bits'] for s in stats.values())}
 
 
 MAX_LATENT = 1 << 30  # Rounded latents beyond this are a diverged run, not a model.
@@ -136,7 +144,7 @@ def _shape(value, what):
   return tuple(value)
 
 
-def _v2_leaves(header):
+def _v2_leaves(header, version):
   out = []
   for row in header['leaves']:
     if not (isinstance(row, list) and len(row) == 5 and all(isinstance(x, str) for x in row[:4])
@@ -144,11 +152,11 @@ def _v2_leaves(header):
       raise ErpError(f'malformed leaf entry {row!r}')
     collection, path, codec, variant, shape = row
     out.append(codecs.Leaf(collection, path, codecs.get(codec).NAME, variant,
-                           _shape(shape, f'leaf {path}')))
+                           _shape(shape, f'leaf {path}'), version))
   return out, header.get('metadata', {})
 
 
-def _v1_leaves(header):
+def _v1_leaves(header, version):
   """Leaves and metadata of an erp 0.1 header."""
   out = []
   for row in header['leaves']:
@@ -159,11 +167,11 @@ def _v1_leaves(header):
       raise ErpError(f'malformed leaf entry {row!r}')
     shape = _shape(shape, f'leaf {path}')
     if kind in epr.VARIANTS:
-      out.append(codecs.Leaf(collection, path, 'epr', kind, shape))
+      out.append(codecs.Leaf(collection, path, 'epr', kind, shape, version))
     elif kind == 'float':
-      out.append(codecs.Leaf(collection, path, 'float', header.get('float_dtype'), shape))
+      out.append(codecs.Leaf(collection, path, 'float', header.get('float_dtype'), shape, version))
     else:
-      out.append(codecs.Leaf(collection, path, codecs.get(kind).NAME, '', shape))
+      out.append(codecs.Leaf(collection, path, codecs.get(kind).NAME, '', shape, version))
   return out, {k: header[k] for k in V1_METADATA if k in header}
 
 
@@ -176,7 +184,7 @@ def parse(blob, max_values=DEFAULT_MAX_VALUES):
   if len(rows) != len(sections):  # Before parsing any row; each row makes one leaf.
     raise ErpError(f'header lists {len(rows)} leaves but the file has {len(sections)} sections')
   try:
-    found, metadata = (_v1_leaves if version == 1 else _v2_leaves)(header)
+    found, metadata = (_v1_leaves if version == 1 else _v2_leaves)(header, version)
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise ErpError(f'malformed header: {type(e).__name__}: {e}') from None
   if not isinstance(metadata, dict):
@@ -185,7 +193,7 @@ def parse(blob, max_values=DEFAULT_MAX_VALUES):
   if len(set(names)) != len(names):
     raise ErpError('a leaf is listed twice in the header')
   for leaf, (kind, _) in zip(found, sections):
-    if codecs.get(leaf.codec).SECTION != kind:
+    if kind is not None and codecs.get(leaf.codec).SECTION != kind:  # Formats 1-2.
       raise ErpError(f'leaf {leaf.name}: codec {leaf.codec!r} does not match its section')
   # Before anything is allocated: tiny files cannot demand huge models.
   total = sum(math.prod(leaf.shape) for leaf in found)
@@ -195,6 +203,26 @@ def parse(blob, max_values=DEFAULT_MAX_VALUES):
     raise ErpError(f'the file declares {total} values in {len(blob)} bytes, more than erp '
                    f'decodes from a file of this size with max_values={max_values} ({budget})')
   return found, [payload for _, payload in sections], metadata
+
+
+def upgrade(blob, metadata_keys=None):
+  """The bytes of an older file (formats 1-2) rewritten in the current format.
+
+  Integer latents are kept exactly, EPR decoders snapped onto the format-3 grid
+  (erp.reparam.file_decoder: the weights move by that snapping alone) and
+  recoded; other payloads are copied. metadata_keys: the metadata kept (all).
+  """
+  found, payloads, metadata = parse(blob)
+  rows = []
+  for leaf, payload in zip(found, payloads):
+    if leaf.codec == epr.NAME and leaf.version < 3:
+      values, decoder, _ = epr.read_group(payload, leaf)
+      payload = epr.write(values, decoder)[0]
+    rows.append((codecs.Leaf(leaf.collection, leaf.path, leaf.codec, leaf.variant, leaf.shape),
+                 payload))
+  keep = metadata if metadata_keys is None else {
+      k: metadata[k] for k in metadata_keys if k in metadata}
+  return to_bytes(rows, keep)
 
 
 def decode_bytes(blob, max_values=DEFAULT_MAX_VALUES):

@@ -122,6 +122,38 @@ def decode_group(kind, latent, decoder):
   return scaled + decoder['shift'] if 'shift' in decoder else scaled
 
 
+# A format-3 file stores each log step as an integer / LOG_STEP_UNITS (steps within
+# 0.4 % of the trained ones) and a bias's shift as an integer multiple of its
+# step / SHIFT_UNITS: 2 bytes where a float32 took 4, and a DFT kernel's 25
+# per-frequency steps as small differences. erp.save writes the decoders
+# snapped onto that grid (file_decoder), and the accuracy reported is the
+# file's, so the snapping is measured, not assumed.
+LOG_STEP_UNITS = 128
+SHIFT_UNITS = 16
+
+
+def file_decoder(decoder):
+  """(decoder snapped to the file's grid, float32; its integers {'log_step', ['shift']})."""
+  log_step = np.asarray(decoder['log_step'], np.float64)
+  k = np.round(log_step * LOG_STEP_UNITS).astype(np.int64)
+  ints = {'log_step': k}
+  if 'shift' in decoder:
+    step = float(exact.exp(np.float64(np.float32(k / LOG_STEP_UNITS))))
+    ints['shift'] = int(np.round(float(decoder['shift']) / step * SHIFT_UNITS))
+  return decoder_of_ints(ints), ints
+
+
+def decoder_of_ints(ints):
+  """The float32 decoder a format-3 file's integers stand for (exact on any machine)."""
+  k = np.asarray(ints['log_step'], np.int64)
+  log_step = (k / LOG_STEP_UNITS).astype(np.float32)  # Exact: k / 2**7.
+  out = {'log_step': log_step}
+  if 'shift' in ints:
+    step = float(exact.exp(np.float64(log_step)))
+    out['shift'] = np.float32(ints['shift'] * step / SHIFT_UNITS)
+  return out
+
+
 CHUNK_VALUES = 1 << 20  # decode_exact's float64 temporaries stay within a few MB per leaf.
 
 

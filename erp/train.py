@@ -41,7 +41,10 @@ class TrainState:
 
 
 def make_optimizer(config, total_steps, steps_per_epoch):
-  """Adam (or SGD) with one learning rate per kind of trainable, one schedule shape."""
+  """Adam (or SGD) with one learning rate per kind of trainable, one schedule shape.
+
+  The priors always take constant-rate Adam: they must track the latents.
+  """
   warmup = int(config.optim.warmup_epochs * steps_per_epoch)
   if config.optim.schedule == 'cosine':
     shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(total_steps, warmup + 1))
@@ -60,7 +63,7 @@ def make_optimizer(config, total_steps, steps_per_epoch):
     raise ValueError(f'unknown optim.name {config.optim.name!r}')
 
   return state_lib.optimizer(latents=opt(config.rd.latent_lr), decoders=opt(config.rd.decoder_lr),
-                             priors=opt(config.rd.prior_lr),
+                             priors=optax.adam(config.rd.prior_lr),  # Constant, any optim.
                              floats=opt(config.optim.lr, config.optim.weight_decay))
 
 
@@ -110,7 +113,8 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
     logits, batch_stats = apply_train(model, params, batch_stats, images, k_dropout)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=config.rd.prior_samples,
-                                table_points=config.rd.rate_table_points)
+                                table_points=config.rd.rate_table_points,
+                                prior_fit=config.rd.prior_fit)
     loss = ce + lmbda * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
@@ -134,6 +138,23 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
   return train_step
 
 
+def _error(predict, variables, split):
+  """Error in percent of the model on (images, labels); None for an empty split."""
+  images, labels = split
+  return evaluate.test_error(predict, variables, images, labels) if len(labels) else None
+
+
+def evaluation(config, state, predict, val):
+  """An epoch's record: validation error, and for EPR how the priors price the file."""
+  record = {'error_pct': _error(predict, export.variables_of(state.trainable, state.batch_stats),
+                                val)}
+  if config.rd.enabled:
+    summary = export.rate_summary(state.trainable, config.export.float_dtype)
+    record.update(est_kb=summary['est_num_bytes'] / 1000, **summary,
+                  **export.fit_summary(config, state.trainable, state.batch_stats))
+  return record
+
+
 def _format_eta(seconds):
   seconds = int(max(seconds, 0))
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
@@ -154,7 +175,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   start = time.time() - workdir_lib.logged_wall_s(metrics_path)
 
   train_x, train_y = data.load_split(config.data, 'train')
-  test_x, test_y = data.load_split(config.data, 'test')
+  val = data.load_split(config.data, 'val')  # Every epoch's evaluation (may be empty).
+  test = data.load_split(config.data, 'test')  # Once, at the end.
   model, ds, trainable, batch_stats = runs.setup(config)
 
   num_train = len(train_y)
@@ -208,29 +230,28 @@ def train_and_evaluate(config, workdir, overwrite=False):
                     'wall_s': time.time() - start, **metrics})
     last = epoch + 1 == num_epochs
     if last or (epoch + 1) % config.train.eval_every_epochs == 0:
-      error = evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)
-      record = {'step': int(state.step), 'epoch': epoch + 1, 'split': 'test',
-                'error_pct': error, 'wall_s': time.time() - start}
-      if config.rd.enabled:
-        summary = export.rate_summary(state.trainable, config.export.float_dtype)
-        record.update(est_kb=summary['est_num_bytes'] / 1000, **summary)
-      writer.write(record)
-      extra = f' est {record["est_kb"]:.2f} KB' if 'est_kb' in record else ''
-      print(f'eval epoch {epoch + 1}: test error {error:.2f}%{extra}', flush=True)
+      record = evaluation(config, state, predict, val)
+      writer.write({'step': int(state.step), 'epoch': epoch + 1, 'split': 'val',
+                    'wall_s': time.time() - start, **record})
+      print(f'eval epoch {epoch + 1}: ' + ', '.join(
+          f'{k} {record[k]:.{d}f}' for k, d in (('error_pct', 2), ('num_bytes', 0),
+                                                ('est_over_coded', 3)) if record.get(k)),
+            flush=True)
     if last or (epoch + 1) % config.train.checkpoint_every_epochs == 0:
       workdir_lib.save_checkpoint(workdir, state, config.train.keep_checkpoints)
 
-  if not record:  # Resumed after the last epoch: evaluate the restored state.
-    record = {'error_pct': evaluate.test_error(predict, export.variables_of(state.trainable, state.batch_stats), test_x, test_y)}
+  variables = export.variables_of(state.trainable, state.batch_stats)
   num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
   result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
-  result.update(test_error_pct=record['error_pct'], steps=int(state.step),
+  result.update(val_error_pct=_error(predict, variables, val),
+                test_error_pct=_error(predict, variables, test), steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
-                num_devices=mesh.size)
+                num_devices=mesh.size, num_train=num_train)
   if config.rd.enabled:
     result['estimate'] = export.rate_summary(state.trainable, config.export.float_dtype)
+    result['prior_fit'] = export.fit_summary(config, state.trainable, state.batch_stats)
   if config.train.export and config.rd.enabled:
-    result['export'] = export.export_and_check(config, workdir, state, test_x, test_y, predict)
+    result['export'] = export.export_and_check(config, workdir, state, val, test, predict)
   result['wall_s'] = time.time() - start
   workdir_lib.write_result(workdir, result)
   return result

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from erp import adaptive
 from erp import coding
 from erp import container
 from erp import file as file_lib
@@ -34,13 +35,26 @@ def _file(rows, min_bytes):
 
 
 def _zeros_epr(variant, shape):
-  values = np.zeros(int(np.prod(shape)), np.int64)
+  values = np.zeros(shape, np.int64)
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if variant == 'dft' else ()
   decoder = {'log_step': np.zeros(step_shape, np.float32)}
   if len(shape) == 1:
     decoder['shift'] = np.float32(0)
-  payload, _ = epr.write(values, decoder, *coding.empirical_table(values))
+  # A stored table: every value goes through the range decoder (the writer's own choice,
+  # one repeated value, would store no stream at all).
+  payload, _ = epr.write(values, decoder, coding.empirical_table(values.ravel()))
   return file_lib.coded_row('w', 'epr', variant, shape, payload)
+
+
+def epr_adaptive():
+  """The budget's values block-adaptively decoded (~43 tables, no stored one)."""
+  symbols = np.zeros(BUDGET, np.int64)
+  symbols[-1] = 1
+  w = container.Writer().sint(0).sint(0).varint(2 << 5).sint(0)  # Log step, shift; K = 2,
+  # alpha = 1; lo.
+  w.raw(adaptive.encode(symbols, 2, 0))
+  return _file([file_lib.coded_row('w', 'epr', 'affine', (BUDGET,), w.getvalue())],
+               BUDGET // file_lib.VALUES_PER_BYTE)
 
 
 def epr_affine():
@@ -109,7 +123,8 @@ def surp_over_budget():
                BUDGET // file_lib.VALUES_PER_BYTE)
 
 
-BUILDERS = {f.__name__: f for f in (epr_affine, epr_dft, surp_iterations, miracle_block_sizes,
+BUILDERS = {f.__name__: f for f in (epr_affine, epr_dft, epr_adaptive, surp_iterations,
+                                    miracle_block_sizes,
                                     miracle_large, many_leaves, over_budget,
                                     surp_over_budget)}
 

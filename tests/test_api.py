@@ -126,8 +126,16 @@ def test_linen_model_of_ones_own_trains_saves_and_loads_from_the_file_alone(mnis
   assert set(loaded) == set(expected)
   for key, value in expected.items():
     np.testing.assert_array_equal(loaded[key], value, err_msg=key)
-  for key, value in _flat(erp.decode(state), 'params').items():  # Training's decode: ulps off.
-    np.testing.assert_allclose(loaded[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+  # Training's decode differs by the file's decoder grid: steps within 0.4 %, a shift
+  # within 1/32 of its group's step (erp.reparam.file_decoder).
+  for key, value in _flat(erp.decode(state), 'params').items():
+    path = key.removeprefix('params/')
+    if path not in state.decoders:
+      continue
+    step = float(np.exp(np.max(np.asarray(state.decoders[path]['log_step']))))
+    tol = 0.004 * float(np.abs(value).max()) + step / 32 + 1e-7
+    np.testing.assert_allclose(loaded[key], value, rtol=0, atol=tol, err_msg=key)
+    assert not np.array_equal(loaded[key], value) or not np.any(value)  # Snapped, measurably.
   np.testing.assert_array_equal(loaded['params/bn1/scale'], state.floats['bn1/scale'])
   # In this process too, and the loaded variables run the model unchanged.
   again = erp.load_variables(tmp_path / 'mine.erp')
@@ -257,12 +265,14 @@ def test_harness_trains_a_model_named_by_module_and_evaluates_its_file(tmp_path,
   c.data.dir = data_dir
   c.rd.enabled, c.rd.lmbda = True, 1.0
   c.train.num_epochs, c.train.log_every_steps = 1, 200
+  c.export.run_config = True  # The config diff in the file, without local paths.
   result = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert result['export']['bit_exact'] and result['export']['error_pct'] < 10.0  # Chance: 90 %.
   path = str(tmp_path / 'run' / 'model.erp')
   metadata = erp.load_metadata(path)
   assert metadata['model'] == 'test_api:LinenCNN'
   assert data_dir not in json.dumps(metadata) and 'init_from' not in metadata['config']
+  assert metadata['config']['rd.lmbda'] == 1.0 and metadata['erp_version'] == erp.__version__
   # The file alone names the model, but importing it is the user's call.
   env = {**os.environ, 'PYTHONPATH': os.pathsep.join([REPO, os.path.join(REPO, 'tests')]),
          'ERP_DATA_DIR': data_dir}

@@ -1,5 +1,6 @@
 """The .erp format: bit-exact files, and every kind of bad input refused with ErpError."""
 import os
+import json
 import struct
 import subprocess
 import sys
@@ -124,10 +125,15 @@ def test_cli_prints_one_line_and_fails_on_a_bad_file(tmp_path):
     assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def _epr_leaf_file(log_step=0.0, stream_suffix=b''):
-  """A one-leaf v2 file whose epr section is written by hand around valid coded values."""
-  from erp import codecs, coding
+def _epr_leaf_file(version, log_step=0.0, stream_suffix=b''):
+  """A one-leaf file whose epr section is written by hand around valid coded values."""
+  from erp import coding, latent_code
   values = np.array([0, 1, -1, 0, 2, 0], np.int64)
+  header = {'leaves': [['params', 'w', 'epr', 'affine', [2, 3]]]}
+  if version == 3:  # The log step is an integer / 128: no NaN, but it can overflow.
+    w = container.Writer().sint(int(log_step * 128))
+    latent_code.write(w, values)
+    return container.write(header, [(None, w.getvalue() + stream_suffix)], 3)
   lo, counts = coding.empirical_table(values)
   w = container.Writer().f32([log_step])
   stream, _ = coding.encode(values, lo, counts)
@@ -135,30 +141,61 @@ def _epr_leaf_file(log_step=0.0, stream_suffix=b''):
   for c in counts:
     w.varint(c)
   w.varint(0).blob(stream + stream_suffix)
-  leaf = codecs.Leaf('params', 'w', 'epr', 'affine', (2, 3))
-  return file_lib.to_bytes([(leaf, w.getvalue())])
+  return container.write(header, [(container.GROUP, w.getvalue())], 2)
 
 
-def test_non_finite_or_overflowing_decoders_and_padded_streams_are_refused():
-  file_lib.decode_bytes(_epr_leaf_file())  # The well-formed file loads.
-  for bad in (float('nan'), float('inf'), 200.0):  # exp(200) overflows float32.
-    with pytest.raises(erp.ErpError, match='non-finite'):
-      file_lib.decode_bytes(_epr_leaf_file(log_step=bad))
+@pytest.mark.parametrize('version', [2, 3])
+def test_non_finite_or_overflowing_decoders_and_padded_streams_are_refused(version):
+  file_lib.decode_bytes(_epr_leaf_file(version))  # The well-formed file loads.
+  for bad in (float('nan'), float('inf'), 200.0) if version == 2 else (200.0, 1e9):
+    with pytest.raises(erp.ErpError, match='non-finite'):  # exp(200) overflows float32.
+      file_lib.decode_bytes(_epr_leaf_file(version, log_step=bad))
   with pytest.raises(erp.ErpError, match='not the coding of the values'):
-    file_lib.decode_bytes(_epr_leaf_file(stream_suffix=b'junk'))
+    file_lib.decode_bytes(_epr_leaf_file(version, stream_suffix=b'junk'))
 
 
 def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refused():
-
-  bomb = zlib.compress(b'{"leaves": [' + b' ' * (container.MAX_HEADER_BYTES + 10) + b']}', 9)
-  w = container.Writer().raw(container.MAGIC).raw(bytes([container.VERSION]))
+  text = b'{"leaves": [' + b' ' * (container.MAX_HEADER_BYTES + 10) + b']}'
+  bomb = zlib.compress(text, 9)  # Format 2: a zlib header section.
+  w = container.Writer().raw(container.MAGIC).raw(bytes([2]))
   w.raw(bytes([container.HEADER])).blob(bomb).raw(struct.pack('<I', zlib.crc32(bomb)))
+  with pytest.raises(erp.ErpError, match='inflates to more than'):
+    loader.load_bytes(_reseal(w.getvalue()))
+  deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # Format 3: raw deflate.
+  w = container.Writer().raw(container.MAGIC).raw(bytes([3]))
+  w.blob(deflate.compress(text) + deflate.flush())
   with pytest.raises(erp.ErpError, match='inflates to more than'):
     loader.load_bytes(_reseal(w.getvalue()))
   many = {'leaves': [['params', f'w{i}', 'float', 'float32', [1]] for i in range(100_000)]}
   with pytest.raises(erp.ErpError, match='lists 100000 leaves but the file has 0 sections'):
     file_lib.decode_bytes(container.write(many, []))
 
+
+def test_a_format_3_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
+  """9 bytes of framing; the header dictionary is part of the format (a changed byte would
+  change what every file means), and a LeNet header deflates to a few bytes with it."""
+  import hashlib
+  from erp import codecs, header_dictionary
+  assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY).hexdigest()[:16] == \
+      '556d22548d55e090'
+  rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
+  blob = file_lib.to_bytes(rows)
+  version, header, sections = container.read(blob)
+  assert version == 3 and sections == [(None, b'')]
+  # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
+  assert blob[:5] == container.MAGIC + b'\x03' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY)
+  assert json.loads(inflate.decompress(blob[6:-5])) == header
+  lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
+                        else 'affine', s] for m, k, s in [
+      ('Conv_0', 'bias', [20]), ('Conv_0', 'kernel', [5, 5, 1, 20]), ('Conv_1', 'bias', [50]),
+      ('Conv_1', 'kernel', [5, 5, 20, 50]), ('Dense_0', 'bias', [500]),
+      ('Dense_0', 'kernel', [800, 500]), ('Dense_1', 'bias', [10]),
+      ('Dense_1', 'kernel', [500, 10])]],
+            'metadata': {'dataset': 'mnist', 'method': 'epr', 'model': 'lenet5', 'width': 1}}
+  small = container.write(lenet5, [(None, b'')] * 8)
+  assert len(small) - 9 - 8 <= 10, len(small)  # Header and its length: <= 10 bytes.
+  assert container.read(small)[1] == lenet5
 
 
 def test_a_small_file_cannot_declare_a_huge_model():

@@ -3,6 +3,7 @@ import os
 import tarfile
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -117,3 +118,25 @@ def test_a_damaged_gz_dataset_file_is_one_clear_error(tmp_path, data_dir):
   images.write_bytes(bytes(corrupt))
   with pytest.raises(ErpError, match='damaged file'):
     data.load('mnist', 'train', str(tmp_path), allow_tfds=False)
+
+
+def test_validation_split_is_the_held_out_end_of_the_training_files(data_dir):
+  from erp import config as config_lib
+  c = config_lib.base_config()
+  c.data.dir = data_dir
+  images, labels = data.load('mnist', 'train', data_dir)
+  train_x, train_y = data.load_split(c.data, 'train')
+  val_x, val_y = data.load_split(c.data, 'val')
+  assert len(train_y) == 50_000 and len(val_y) == 10_000  # MNIST: the usual 50k / 10k.
+  np.testing.assert_array_equal(np.concatenate([train_x, val_x]), images)
+  np.testing.assert_array_equal(np.concatenate([train_y, val_y]), labels)
+  assert len(data.load_split(c.data, 'test')[1]) == 10_000
+  c.data.val_size = 0
+  assert len(data.load_split(c.data, 'val')[1]) == 0
+  assert len(data.load_split(c.data, 'train')[1]) == 60_000
+  for bad in (60_000, -1, 2.5, True, 'x'):  # Typed configs aside: any dict-like section.
+    section = ml_collections.ConfigDict(dict(c.data.to_dict(), val_size=bad))
+    with pytest.raises(ErpError, match='data.val_size'):
+      data.load_split(section, 'train')
+  with pytest.raises(ErpError, match='unknown split'):
+    data.load_split(c.data, 'validation')

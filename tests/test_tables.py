@@ -32,7 +32,7 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
       ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6)]
   assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ']
   text = tables.markdown(rows)
-  assert '| 8,000 | 8.00 | 133× | 1.90 % |' in text
+  assert '| 8,000 | 8.00 | 133× |  | 1.90 % |' in text  # No validation split: blank.
   pub = tables.published_markdown(rows, [{'dataset': 'mnist', 'model': 'lenet300',
                                           'method': 'x', 'num_bytes': 8560, 'error_pct': 1.9,
                                           'float_error_pct': 1.6, 'source': 'paper'}])
@@ -110,3 +110,19 @@ def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
                         text=True, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   assert 'lmbda0.1' in out.read_text() and not (tmp_path / 'README.md').read_text() == ''
+
+
+def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
+  for seed, (size, val, test) in enumerate([(1500, 0.9, 1.0), (1600, 1.1, 0.8), (1400, 1.0, 0.9)]):
+    config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': seed + 1}
+    _write(tmp_path, 'mnist', f'epr_s{seed}', 'epr', size, test, config)
+    path = tmp_path / 'mnist' / f'epr_s{seed}' / 'result.json'
+    result = json.loads(path.read_text())
+    result['export']['val_error_pct'] = val
+    path.write_text(json.dumps(result))
+  _write(tmp_path, 'mnist', 'old', 'epr', 900, 2.0, {'train': {'num_epochs': 30},
+                                                     'rd': {'lmbda': 1.0}, 'seed': 9})
+  (group,) = tables.seed_means(tables.rows(str(tmp_path)))  # 'old' has no validation split.
+  assert group['seeds'] == [1, 2, 3] and group['num_bytes'] == (1500.0, 100.0)
+  assert abs(group['val_error_pct'][0] - 1.0) < 1e-12 and abs(group['error_pct'][1] - 0.1) < 1e-12
+  assert '| 1.500 ± 0.100 | 1.00 ± 0.10 % | 0.90 ± 0.10 % |' in tables.seed_markdown([group])

@@ -6,7 +6,7 @@ import numpy as np
 from flax import traverse_util
 
 from erp import cli
-from erp import coding
+from erp import exact
 from erp import evaluate
 from erp import export
 from erp import file as file_lib
@@ -26,31 +26,28 @@ def float_start(config):
 
 
 def affine_row(path, values, step):
-  """(Leaf, payload) of integers decoded as step * values (+ 0 shift): an 'epr' affine leaf.
-
-  The table is the values' own histogram (erp.coding.empirical_table), stored in
-  the section, so the group costs exactly what the file holds.
-  """
+  """(Leaf, payload) of integers decoded as step * values (+ 0 shift): an 'epr' affine leaf,
+  coded as EPR's latents are (erp.latent_code), so the group costs what the file holds.
+  step must be on the file's grid (grid_step)."""
   values = np.asarray(values, np.int64)
   decoder = {'log_step': np.float32(np.log(step))}
   if reparam.has_shift(values.shape):
     decoder['shift'] = np.float32(0.0)
-  flat = values.ravel()
-  lo, counts = coding.empirical_table(flat)
-  payload, _ = epr.write(flat, decoder, lo, counts)
+  payload, _ = epr.write(values.ravel(), decoder)
   return file_lib.coded_row(path, epr.NAME, 'affine', values.shape, payload)
 
 
 def grid_step(values, rel_step):
   """rel_step * the values' spread (std; max |v| if that is 0; else 1), as the loader sees it.
 
-  The file stores float32(log(step)), so the step is returned as exp of that:
-  encoder and decoder then round onto the same grid.
+  The file stores log steps on a grid (erp.reparam.file_decoder), so the step
+  is returned as the file's: encoder and decoder then round onto the same grid.
   """
   values = np.asarray(values)
   spread = float(np.std(values)) if values.size > 1 else 0.0
   spread = spread or float(np.abs(values).max(initial=0.0)) or 1.0
-  return float(np.exp(np.float32(np.log(rel_step * spread))))
+  snapped = reparam.file_decoder({'log_step': np.log(rel_step * spread)})[0]
+  return float(exact.exp(np.float64(snapped['log_step'])))
 
 
 def finish(config, workdir, method, param_rows, batch_stats, extra, start):

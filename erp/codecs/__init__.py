@@ -28,6 +28,7 @@ class Leaf:
   codec: str  # A key of CODECS.
   variant: str  # Codec-specific: the EPR decoder ('affine' | 'dft'), else ''.
   shape: tuple
+  version: int = 3  # The file format it was read from: codecs' payloads differ by version.
 
   @property
   def name(self):

@@ -1,0 +1,132 @@
+"""The code of one group's integers in a format-3 file: their range, escapes and stream.
+
+    head:varint = K << 5 | escape << 4 | mode    lo:sint
+    [mode TABLE: K + 1 counts:varint]            [escape: count:varint, values:sint*]
+    stream: the rest of the section
+
+Symbols 0..K-1 are the values lo..lo+K-1; symbol K (always in a table, else
+only with escape) stands for a value outside that range, stored raw. mode 0..7 codes the symbols
+block-adaptively with alpha = 2**-mode (erp.adaptive, nothing stored); TABLE
+with a stored integer table (erp.coding). The writer prices every central
+range, alpha and the table, and keeps the fewest bytes: a table only pays
+when the symbols change statistics along the tensor (measured: LeNet-300-100's
+first layer, whose border pixels' rows are all zero). A group of one value
+costs its head and lo, and no stream.
+"""
+import numpy as np
+
+from erp import adaptive
+from erp import coding
+from erp.errors import ErpError
+
+TABLE = 8
+TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
+
+
+def _candidates(values):
+  """(bytes, lo, K, escaped, mode, counts) of every way considered to code values."""
+  for tail in TAILS:
+    lo = int(np.quantile(values, tail / 2, method='lower'))
+    hi = int(np.quantile(values, 1 - tail / 2, method='higher'))
+    if hi - lo + 2 > coding.MAX_TABLE:
+      continue
+    k = hi - lo + 1
+    symbols, escaped = coding.to_indices(values, lo, k + 1)
+    escape = len(escaped) > 0
+    fixed = (coding.varint_bytes(k << 5).item() + coding.sint_bytes(lo).item()
+             + (coding.varint_bytes(len(escaped)).item() + int(coding.sint_bytes(escaped).sum())
+                if escape else 0))
+    num_symbols = k + escape
+    if num_symbols == 1:
+      yield fixed, lo, k, escaped, 0, None
+      continue
+    mode, bits = adaptive.best_alpha(symbols, num_symbols)
+    yield fixed + bits / 8, lo, k, escaped, mode, None
+    hist = np.bincount(symbols, minlength=k + 1)  # A table always has the escape symbol.
+    counts = coding.best_counts(hist.astype(np.float64), hist, lo, escaped)[1]
+    bits = -(hist * np.log2(counts / counts.sum())).sum()
+    yield fixed + int(coding.varint_bytes(counts).sum()) + bits / 8, lo, k, escaped, TABLE, counts
+
+
+def write(writer, values, table=None):
+  """Appends the code of int values (any shape) to a container.Writer.
+
+  table: None (the writer picks the fewest bytes) or (lo, counts), a stored
+  table to use, escape symbol last (e.g. the learned prior's, erp.codecs.epr).
+  Returns {'stream': bytes, 'mode': 0..7 or TABLE, 'num_symbols', 'escapes'}.
+  """
+  values = np.asarray(values, np.int64).ravel()
+  if not values.size:
+    writer.varint(0).sint(0)
+    return {'stream': b'', 'mode': 0, 'num_symbols': 0, 'escapes': 0}
+  if table is None:
+    _, lo, k, escaped, mode, counts = min(_candidates(values), key=lambda c: c[0])
+  else:
+    lo, counts = int(table[0]), np.asarray(table[1], np.int64)
+    k, mode = len(counts) - 1, TABLE
+    escaped = coding.to_indices(values, lo, len(counts))[1]
+  escape = len(escaped) > 0
+  writer.varint(k << 5 | escape << 4 | mode).sint(lo)
+  if mode == TABLE:
+    for c in counts:
+      writer.varint(c)
+  if escape:
+    writer.varint(len(escaped))
+    for v in escaped:
+      writer.sint(v)
+  stream = _encode(values, lo, k, escape, mode, counts)
+  writer.raw(stream)
+  return {'stream': stream, 'mode': mode, 'num_symbols': k + (escape or mode == TABLE),
+          'escapes': len(escaped)}
+
+
+def _encode(values, lo, k, escape, mode, counts):
+  if mode == TABLE:
+    return coding.encode(values, lo, counts)[0]
+  if k + escape <= 1:
+    return b''
+  return adaptive.encode(coding.to_indices(values, lo, k + 1)[0], k + escape, mode)
+
+
+def read(reader, num_values, what):
+  """(int64 values [num_values], stream bytes): the rest of reader's section is the stream."""
+  head = reader.varint(coding.MAX_TABLE << 5)
+  k, escape, mode = head >> 5, head >> 4 & 1, head & 15
+  lo = reader.sint()
+  if mode > TABLE or (k == 0) != (num_values == 0) or (escape and not num_values):
+    raise ErpError(f'{what}: malformed code head {head}')
+  counts = None
+  if mode == TABLE:
+    counts = np.array([reader.varint(1 << 24) for _ in range(k + 1)], np.int64)
+    total = int(counts.sum())
+    if counts.min() < 1 or total & (total - 1):
+      raise ErpError(f'{what}: invalid probability table')
+  escaped = np.zeros(0, np.int64)
+  if escape:
+    count = reader.varint(num_values)
+    escaped = np.array([reader.sint() for _ in range(count)], np.int64)
+  stream = reader.raw(len(reader.data) - reader.pos)
+  values = _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what)
+  if _encode(values, lo, k, escape, mode, counts) != stream:  # Binds bytes to values.
+    raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
+                   '(trailing or altered bytes)')
+  return values, stream
+
+
+def _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what):
+  if mode == TABLE:
+    return coding.decode(stream, num_values, lo, counts, escaped)
+  if k + escape <= 1:  # k == 1 (read refuses k == 0 with values): one value, no stream.
+    return np.full(num_values, lo, np.int64)
+  try:
+    symbols = adaptive.decode(stream, num_values, k + escape, mode)
+  except Exception as e:  # constriction reports a malformed stream in its own terms.
+    raise ErpError(f'{what}: corrupt range-coded stream: {e}') from None
+  is_escape = symbols == k
+  if escape and int(is_escape.sum()) != len(escaped):
+    raise ErpError(f'{what}: stream has {int(is_escape.sum())} escapes but the file stores '
+                   f'{len(escaped)} escaped values')
+  symbols += lo  # In place: the values (a model's worth of int64).
+  if escape:
+    symbols[is_escape] = escaped
+  return symbols
