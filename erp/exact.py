@@ -7,6 +7,8 @@ reduction and a fixed polynomial, every step one correctly rounded +, -, *, /
 or sqrt, in a fixed order. Accurate to a few float64 ulps; results are then
 rounded to float32 once.
 """
+import math
+
 import numpy as np
 
 from erp.errors import ErpError
@@ -20,6 +22,8 @@ def exp(x):
   x = np.asarray(x, np.float64)
   if not np.all(np.isfinite(x)):
     raise ErpError('exp of a non-finite value')
+  if x.ndim == 0:  # A decoder's one step: the same IEEE operations on Python floats, ~20x faster.
+    return np.float64(_exp_scalar(float(x)))
   x = np.clip(x, -800.0, 800.0)  # Beyond float64's range: saturates to 0 or inf.
   k = np.round(x / (LN2_HI + LN2_LO))
   r = (x - k * LN2_HI) - k * LN2_LO
@@ -29,6 +33,20 @@ def exp(x):
     total = total + term
   with np.errstate(over='ignore'):
     return np.ldexp(total, k.astype(np.int64))
+
+
+def _exp_scalar(x):
+  x = min(max(x, -800.0), 800.0)
+  k = round(x / (LN2_HI + LN2_LO))  # Half to even, as np.round.
+  r = (x - k * LN2_HI) - k * LN2_LO
+  term = total = 1.0
+  for i in range(1, 18):
+    term = term * r / i
+    total = total + term
+  try:
+    return math.ldexp(total, k)
+  except OverflowError:
+    return math.inf
 
 
 def log(x):

@@ -23,6 +23,7 @@ import numpy as np
 import erp
 from erp import cli
 from erp import config as config_lib
+from erp import data
 from erp import evaluate
 from erp import priors
 from erp import file as file_lib
@@ -172,13 +173,21 @@ def reexport(workdir, out=None, table=None):
   out = out or os.path.join(workdir, workdir_lib.FILE_NAME)
   _, stats = write_run_file(out, config, trainable, batch_stats)
   record = evaluate.evaluate_file(out)
+  model, ds = runs.build_model(config)
+  val = data.load_split(config.data, 'val')
+  record['val_error_pct'] = evaluate.test_error(
+      evaluate.make_predict(model, ds), file_lib.load_variables(out), *val) if len(val[1]) \
+      else None
   result_path = os.path.join(workdir, 'result.json')
   if out == os.path.join(workdir, workdir_lib.FILE_NAME) and os.path.exists(result_path):
     with open(result_path) as f:
       result = json.load(f)
     result['export'].update(num_bytes=record['num_bytes'], error_pct=record['error_pct'],
+                            val_error_pct=record['val_error_pct'],
                             decode_s=record['decode_seconds'], groups=stats,
                             coded_latent_bits=sum(s['coded_bits'] for s in stats.values()))
+    if 'prior_fit' in result:
+      result['prior_fit'] = fit_summary(config, trainable, batch_stats)
     workdir_lib.write_result(workdir, result)
   return record
 

@@ -135,14 +135,22 @@ def group_bits(latents, prior_params, rng=None):
   return out
 
 
+def cumulative(params, x):
+  """The mixture's cumulative at x: (1 - w) sigmoid(f(x)) + w (1/2 + arctan(x / s) / pi)."""
+  scale = 0.5 + jnp.exp(params['tail_log_scale'])
+  weight = jax.nn.sigmoid(params['tail_logit'])
+  return ((1 - weight) * jax.nn.sigmoid(logits_cumulative(params, x))
+          + weight * (0.5 + jnp.arctan(x / scale) / jnp.pi))
+
+
 @jax.jit
-def _bisect(params, target_logit):
+def _bisect(params, q):
   def body(_, bounds):
     lo, hi = bounds
     mid = 0.5 * (lo + hi)
-    below = logits_cumulative(params, mid) < target_logit
+    below = cumulative(params, mid) < q
     return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-  lo, hi = jax.lax.fori_loop(0, 60, body, (jnp.float32(-2.0**20), jnp.float32(2.0**20)))
+  lo, hi = jax.lax.fori_loop(0, 60, body, (jnp.float32(-2.0**30), jnp.float32(2.0**30)))
   return 0.5 * (lo + hi)
 
 
@@ -282,5 +290,5 @@ def rounded_bits(latents, prior_params, names):
 
 
 def quantile(params, q):
-  """x with c(x) = q for the deep factorized part, by bisection (for table ranges)."""
-  return float(_bisect(params, jnp.float32(np.log(q) - np.log1p(-q))))
+  """x with cumulative(x) = q, by bisection (for table ranges)."""
+  return float(_bisect(params, jnp.float32(q)))

@@ -50,8 +50,12 @@ def test_quantile_inverts_the_cumulative():
   params = priors.init(jax.random.PRNGKey(3))
   for q in (1e-4, 0.5, 0.999):
     x = priors.quantile(params, q)
-    c = jax.nn.sigmoid(priors.logits_cumulative(params, jnp.float32(x)))
+    c = priors.cumulative(params, jnp.float32(x))
     np.testing.assert_allclose(float(c), q, rtol=1e-3)
+    # The mixture's cumulative: its masses at the integers sum to its differences.
+  masses = priors.mass_at(params, np.arange(-40, 41))
+  span = priors.cumulative(params, jnp.float32(40.5)) - priors.cumulative(params, jnp.float32(-40.5))
+  np.testing.assert_allclose(masses.sum(), float(span), rtol=1e-4)
 
 
 def test_tabulated_bits_match_the_density_in_value_and_slope():

@@ -80,6 +80,12 @@ def test_exact_maths_match_numpy_to_a_few_ulps():
       exact.exp(np.array([bad]))
   with pytest.raises(erp.ErpError):
     exact.log(np.array([0.0]))
+  # A scalar (a decoder's step) takes the Python-float path: the same bits as the arrays'.
+  edges = np.array([0.0, 1e-300, 709.9, 710.0, -745.2, -800.0, 800.0, 0.5 * np.log(2)])
+  x = np.concatenate([x[:5000], edges])
+  assert np.array_equal(np.array([exact.exp(v) for v in x]), exact.exp(x))
+  with pytest.raises(erp.ErpError):
+    exact.exp(np.float64(np.nan))
 
 
 @pytest.mark.parametrize('kind,shape', [('affine', (300, 100)), ('affine', (100,)),

@@ -33,7 +33,7 @@ def affine_row(path, values, step):
   decoder = {'log_step': np.float32(np.log(step))}
   if reparam.has_shift(values.shape):
     decoder['shift'] = np.float32(0.0)
-  payload, _ = epr.write(values.ravel(), decoder)
+  payload, _ = epr.write(values, decoder)
   return file_lib.coded_row(path, epr.NAME, 'affine', values.shape, payload)
 
 

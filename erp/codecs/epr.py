@@ -42,26 +42,26 @@ def prior_table(prior_params, values):
   return lo, coding.best_precision(np.append(pmf, escape), values, lo)
 
 
-def coding_order(values, dft):
-  """The latents flat in the order they are coded: a 'dft' kernel's [h, w, in, out] with
-  the frequencies fastest, so the stream's statistics do not drift from the low
-  frequencies to the (mostly zero) high ones and adaptive coding needs no table
-  (measured on LeNet5's second conv: 8-12 bytes smaller, 50 bytes less side information)."""
-  values = np.asarray(values, np.int64)
-  return np.moveaxis(values, (0, 1), (-2, -1)).ravel() if dft else values.ravel()
+def coding_order(values):
+  """The latents flat in the order they are coded: first axis fastest (Fortran order).
+
+  A dense kernel [in, out] is then coded unit by unit, a 'dft' kernel [h, w, in,
+  out] with the frequencies fastest: the stream's statistics no longer drift
+  (from border pixels' all-zero rows, or from low to high frequencies), so
+  adaptive coding needs no stored table. Measured on the 37 committed EPR LeNet
+  files: 33 % less side information, total bytes 0.02 % smaller.
+  """
+  return np.asarray(values, np.int64).ravel(order='F')
 
 
-def from_coding_order(flat, shape, dft):
-  if not dft:
-    return flat.reshape(shape)
-  return np.moveaxis(flat.reshape(tuple(shape[2:]) + tuple(shape[:2])), (-2, -1), (0, 1))
+def from_coding_order(flat, shape):
+  return flat.reshape(shape, order='F')
 
 
 def write(values, decoder, table=None):
-  """(payload, stats) of one group: int values [shape], its decoder ('dft' if its log step
-  is per frequency, [h, w, 1, 1]), and table None (the fewest bytes) or (lo, counts)."""
-  dft = np.ndim(decoder['log_step']) == 4
-  values = coding_order(values, dft)
+  """(payload, stats) of one group: int values [shape], its decoder, and table None (the
+  fewest bytes) or (lo, counts)."""
+  values = coding_order(values)
   _, ints = reparam.file_decoder(decoder)
   w = container.Writer()
   steps = np.ravel(ints['log_step'])
@@ -112,7 +112,7 @@ def read_group(payload, leaf):
       ints['shift'] = r.sint(1 << 40)
     decoder = reparam.decoder_of_ints(ints)
     values, stream = latent_code.read(r, int(np.prod(shape)), what)
-    values = from_coding_order(values, shape, leaf.variant == 'dft')
+    values = from_coding_order(values, shape)
   else:
     decoder = {'log_step': r.f32(num_steps).reshape(step_shape)}
     if reparam.has_shift(shape):
