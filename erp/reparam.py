@@ -172,13 +172,13 @@ def decode_exact(kind, values, decoder):
   step = step.reshape(step.shape[:lead] + (-1,))  # One step per frequency, or a scalar.
   out = np.empty(flat.shape, np.float32)
   size = max(CHUNK_VALUES // max(int(np.prod(flat.shape[:lead])), 1), 1)
-  for start in range(0, flat.shape[-1], size):
-    scaled = step * flat[..., start:start + size].astype(np.float64)
-    if kind == 'dft':
-      scaled = _irdft2_exact(scaled)
-    if shift is not None:
-      scaled = scaled + shift
-    with np.errstate(over='ignore'):  # Overflow becomes inf, which the loader refuses.
+  with np.errstate(over='ignore', invalid='ignore'):  # inf/NaN: the loader refuses them.
+    for start in range(0, flat.shape[-1], size):
+      scaled = step * flat[..., start:start + size].astype(np.float64)
+      if kind == 'dft':
+        scaled = _irdft2_exact(scaled)
+      if shift is not None:
+        scaled = scaled + shift
       out[..., start:start + size] = scaled
   return out.reshape(values.shape)
 

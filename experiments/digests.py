@@ -36,7 +36,7 @@ def variables_digest(variables):
 
 def digests(root=os.path.join(REPO, 'experiments', 'results')):
   return {os.path.relpath(p, REPO): variables_digest(erp.load_variables(p))
-          for p in sorted(glob.glob(os.path.join(root, '*', '*', 'model.erp')))}
+          for p in sorted(glob.glob(os.path.join(root, '**', 'model.erp'), recursive=True))}
 
 
 def main():

@@ -69,6 +69,8 @@ def rows(results_dir):
         'error_pct': export['error_pct'] if export else r['test_error_pct'],
         'val_error_pct': (export or {}).get('val_error_pct', r.get('val_error_pct')),
         'seed': r['config'].get('seed'),
+        'config_but_seed': json.dumps({k: v for k, v in r['config'].items() if k != 'seed'},
+                                      sort_keys=True),
         'wall_s': r['wall_s'],
     })
   return out
@@ -80,16 +82,18 @@ def _mean_std(xs):
 
 
 def seed_means(rows_):
-  """Runs that differ only in their seed (same dataset, model, method, setting, epochs and
-  a validation split), as mean and sample std of size, validation and test error."""
+  """Runs whose configs differ only in the seed (with a validation split), as mean and
+  sample std of size, validation and test error."""
   groups = {}
   for r in rows_:
     if r['val_error_pct'] is not None and r['method'] != 'float':
-      key = (r['dataset'], r['model'], r['method'], r['setting'], r['epochs'])
+      key = (r['dataset'], r['model'], r['method'], r['setting'], r['epochs'],
+             r['config_but_seed'])
       groups.setdefault(key, []).append(r)
   out = []
   for key, group in sorted(groups.items()):
-    out.append(dict(zip(('dataset', 'model', 'method', 'setting', 'epochs'), key),
+    out.append(dict(zip(('dataset', 'model', 'method', 'setting', 'epochs'), key[:5]),
+                    runs=sorted(r['run'] for r in group),
                     seeds=sorted(r['seed'] for r in group),
                     num_bytes=_mean_std([r['num_bytes'] for r in group]),
                     val_error_pct=_mean_std([r['val_error_pct'] for r in group]),
@@ -98,11 +102,12 @@ def seed_means(rows_):
 
 
 def seed_markdown(groups):
-  lines = ['| dataset | model | method | setting | epochs | seeds | size (KB) | val error '
-           '| test error |', '|' + '---|' * 9]
+  lines = ['| dataset | model | method | runs | setting | epochs | seeds | size (KB) '
+           '| val error | test error |', '|' + '---|' * 10]
   for g in groups:
     (b, bs), (v, vs), (e, es) = g['num_bytes'], g['val_error_pct'], g['error_pct']
-    lines.append(f'| {g["dataset"]} | {g["model"]} | {g["method"]} | {g["setting"]} '
+    lines.append(f'| {g["dataset"]} | {g["model"]} | {g["method"]} | {g["runs"][0]}'
+                 f'{" …" if len(g["runs"]) > 1 else ""} | {g["setting"]} '
                  f'| {g["epochs"]} | {",".join(map(str, g["seeds"]))} '
                  f'| {b / 1000:.3f} ± {bs / 1000:.3f} | {v:.2f} ± {vs:.2f} % '
                  f'| {e:.2f} ± {es:.2f} % |')

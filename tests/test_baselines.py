@@ -1,5 +1,6 @@
 """Baselines on the shared harness: they write .erp files that erp's loader decodes."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ def test_uniform_file_holds_the_rounded_weights(float_run, tmp_path):
   config, float_result = float_run
   config.uniform.rel_step = 0.25
   result = uniform.run(config, str(tmp_path))
+  assert result['export']['num_bytes'] == os.path.getsize(tmp_path / 'model.erp')
   _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
   _, _, start = common.float_start(config)
   for path, (q, step) in uniform.quantize(
