@@ -64,7 +64,8 @@ def base_config():
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
   c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
   c.rd.prior_filters = (3, 3, 3)
-  c.rd.prior_samples = 16384  # Elements per group for the priors' gradient; 0: all.
+  c.rd.prior_samples = 16384  # Groups larger are 'large': with prior_fit='noisy' their priors'
+  # gradient takes this many sampled elements; 0: no group is large.
   c.rd.rate_table_points = 16384  # In those larger groups, the latents' rate term reads
   # the density from a table of this many points (priors.tabulated_bits); 0: evaluate it.
   c.rd.prior_init_scale = 10.0
