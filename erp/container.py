@@ -7,7 +7,7 @@ Format 3 (what write produces; all integers unsigned LEB128 varints):
 
 The header is JSON, raw-deflated with a preset dictionary (HEADER_DICTIONARY:
 the names and structures of common models' leaves), so a LeNet's header takes
-a few dozen bytes rather than ~300; any header is valid, an unusual one just
+7-13 bytes rather than ~160; any header is valid, an unusual one just
 compresses less. One payload per leaf, in header order; what the header and
 payloads hold is erp.file's and the codecs' business. 9 bytes of framing in all.
 
@@ -22,7 +22,6 @@ import zlib
 import numpy as np
 
 from erp.errors import ErpError
-
 from erp.header_dictionary import HEADER_DICTIONARY
 
 MAGIC = b'\x89ERP'

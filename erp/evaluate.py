@@ -35,11 +35,12 @@ def test_error(predict, variables, images, labels, batch_size=1000):
   return 100.0 * (n - correct) / n
 
 
-def evaluate_file(path, data_dir=None, model_class=None, max_values=None):
+def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=None):
   """The evaluate CLI's JSON record for one erp run's file, on its dataset's test split.
 
   The data location comes from the caller (data_dir, else $ERP_DATA_DIR), never
-  from the file.
+  from the file. val: (images, labels) of the run's validation split, also
+  evaluated ('val_error_pct'; None when empty), from the same decode.
   """
   import time
   from erp import file as file_lib, loader, reparam
@@ -51,8 +52,11 @@ def evaluate_file(path, data_dir=None, model_class=None, max_values=None):
   method = metadata.get('method', 'epr')
   ds = data.info(config.data.name)
   images, labels = data.load(ds.name, 'test', data_dir)
-  error = test_error(make_predict(model, ds), variables, images, labels)
-  return {
+  predict = make_predict(model, ds)
+  error = test_error(predict, variables, images, labels)
+  extra = {} if val is None else {
+      'val_error_pct': test_error(predict, variables, *val) if len(val[1]) else None}
+  return {**extra,
       'model': config.model.name,
       'dataset': ds.name,
       'method': method,

@@ -76,10 +76,12 @@ def variables_of(trainable, batch_stats):
   return variables
 
 
-def run_file(config, trainable, batch_stats):
+def run_file(config, trainable, batch_stats, est=None):
   """(bytes, per-group stats) of an EPR run's file, each group's estimated bits beside the
-  bits its range code spends (est_bits, coded_bits)."""
-  est = rate_summary(trainable, config.export.float_dtype)['group_bits']
+  bits its range code spends (est_bits, coded_bits). est: rate_summary's group_bits, if
+  the caller has them."""
+  if est is None:
+    est = rate_summary(trainable, config.export.float_dtype)['group_bits']
   blob, info = file_lib.encode(trainable,
                                extra={'batch_stats': batch_stats} if batch_stats else None,
                                metadata=metadata(config, 'epr'), table=config.export.table,
@@ -89,13 +91,14 @@ def run_file(config, trainable, batch_stats):
   return blob, info['groups']
 
 
-def fit_summary(config, trainable, batch_stats):
+def fit_summary(config, trainable, batch_stats, est=None):
   """How well the priors price the file a run would write now (logged at every evaluation).
 
-  Per group and in total: the priors' bits for the rounded latents (est) and the
-  bits the exporter's range coder spends on them (coded); and the file's bytes.
+  Per group and in total: the priors' bits for the rounded latents (est, or
+  rate_summary's group_bits if given) and the bits the exporter's range coder
+  spends on them (coded); and the file's bytes.
   """
-  blob, groups = run_file(config, trainable, batch_stats)
+  blob, groups = run_file(config, trainable, batch_stats, est)
   est = sum(g['est_bits'] for g in groups.values())
   coded = sum(g['coded_bits'] for g in groups.values())
   return {'num_bytes': len(blob), 'est_latent_bits': est, 'coded_latent_bits': coded,
@@ -172,12 +175,7 @@ def reexport(workdir, out=None, table=None):
     config.export.table = table
   out = out or os.path.join(workdir, workdir_lib.FILE_NAME)
   _, stats = write_run_file(out, config, trainable, batch_stats)
-  record = evaluate.evaluate_file(out)
-  model, ds = runs.build_model(config)
-  val = data.load_split(config.data, 'val')
-  record['val_error_pct'] = evaluate.test_error(
-      evaluate.make_predict(model, ds), file_lib.load_variables(out), *val) if len(val[1]) \
-      else None
+  record = evaluate.evaluate_file(out, val=data.load_split(config.data, 'val'))
   result_path = os.path.join(workdir, 'result.json')
   if out == os.path.join(workdir, workdir_lib.FILE_NAME) and os.path.exists(result_path):
     with open(result_path) as f:

@@ -79,10 +79,14 @@ def probability_mass(params, x):
   upper = logits_cumulative(params, x + 0.5)
   sign = jax.lax.stop_gradient(jnp.where(lower + upper > 0, -1.0, 1.0))
   factorized = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
-  scale = 0.5 + jnp.exp(params['tail_log_scale'])  # > 1/2: the one arctan is then exact.
+  weight, scale = _tail(params)  # scale > 1/2: the one arctan is then exact.
   cauchy = jnp.arctan(scale / (scale * scale + x * x - 0.25)) / jnp.pi
-  weight = jax.nn.sigmoid(params['tail_logit'])
   return (1 - weight) * factorized + weight * cauchy
+
+
+def _tail(params):
+  """(weight, scale) of the Cauchy part."""
+  return jax.nn.sigmoid(params['tail_logit']), 0.5 + jnp.exp(params['tail_log_scale'])
 
 
 def bits_of(params, x):
@@ -137,8 +141,7 @@ def group_bits(latents, prior_params, rng=None):
 
 def cumulative(params, x):
   """The mixture's cumulative at x: (1 - w) sigmoid(f(x)) + w (1/2 + arctan(x / s) / pi)."""
-  scale = 0.5 + jnp.exp(params['tail_log_scale'])
-  weight = jax.nn.sigmoid(params['tail_logit'])
+  weight, scale = _tail(params)
   return ((1 - weight) * jax.nn.sigmoid(logits_cumulative(params, x))
           + weight * (0.5 + jnp.arctan(x / scale) / jnp.pi))
 
@@ -160,10 +163,6 @@ def _bisect(params, q):
 TABLE_REACH = float(np.arcsinh(2.0**30))
 
 
-def _warp(x):
-  return jnp.arcsinh(x)
-
-
 def _table_points(num_points):
   u = -TABLE_REACH + 2 * TABLE_REACH * jnp.arange(num_points, dtype=jnp.float32) / (num_points - 1)
   return jnp.sinh(u)
@@ -172,7 +171,7 @@ def _table_points(num_points):
 def _interpolate(table, x):
   """table [m] (values at _table_points(m)) linearly interpolated in asinh(x)."""
   num_points = table.shape[0]
-  position = (_warp(x) + TABLE_REACH) * ((num_points - 1) / (2 * TABLE_REACH))
+  position = (jnp.arcsinh(x) + TABLE_REACH) * ((num_points - 1) / (2 * TABLE_REACH))
   position = jnp.clip(position, 0.0, num_points - 1.0)
   index = jnp.clip(jnp.floor(jax.lax.stop_gradient(position)).astype(jnp.int32),
                    0, num_points - 2)

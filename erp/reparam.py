@@ -132,25 +132,35 @@ LOG_STEP_UNITS = 128
 SHIFT_UNITS = 16
 
 
+def _log_step_of_ints(k):
+  return (np.asarray(k, np.int64) / LOG_STEP_UNITS).astype(np.float32)  # Exact: k / 2**7.
+
+
+def _step_of_ints(k):
+  """The (scalar) step a file's integer log step decodes to, exactly as decode_exact's."""
+  return float(exact.exp(np.float64(_log_step_of_ints(k))))
+
+
+def file_step(step):
+  """A step snapped to the file's grid: the step a file holding it decodes with."""
+  return _step_of_ints(np.round(np.log(np.float64(step)) * LOG_STEP_UNITS))
+
+
 def file_decoder(decoder):
   """(decoder snapped to the file's grid, float32; its integers {'log_step', ['shift']})."""
   log_step = np.asarray(decoder['log_step'], np.float64)
   k = np.round(log_step * LOG_STEP_UNITS).astype(np.int64)
   ints = {'log_step': k}
   if 'shift' in decoder:
-    step = float(exact.exp(np.float64(np.float32(k / LOG_STEP_UNITS))))
-    ints['shift'] = int(np.round(float(decoder['shift']) / step * SHIFT_UNITS))
+    ints['shift'] = int(np.round(float(decoder['shift']) / _step_of_ints(k) * SHIFT_UNITS))
   return decoder_of_ints(ints), ints
 
 
 def decoder_of_ints(ints):
   """The float32 decoder a format-3 file's integers stand for (exact on any machine)."""
-  k = np.asarray(ints['log_step'], np.int64)
-  log_step = (k / LOG_STEP_UNITS).astype(np.float32)  # Exact: k / 2**7.
-  out = {'log_step': log_step}
+  out = {'log_step': _log_step_of_ints(ints['log_step'])}
   if 'shift' in ints:
-    step = float(exact.exp(np.float64(log_step)))
-    out['shift'] = np.float32(ints['shift'] * step / SHIFT_UNITS)
+    out['shift'] = np.float32(ints['shift'] * _step_of_ints(ints['log_step']) / SHIFT_UNITS)
   return out
 
 

@@ -145,14 +145,22 @@ def _error(predict, variables, split):
 
 
 def evaluation(config, state, predict, val):
-  """An epoch's record: validation error, and for EPR how the priors price the file."""
+  """{'error_pct': validation error, and for EPR 'estimate' (export.rate_summary) and
+  'prior_fit' (export.fit_summary): how the priors price the file}."""
   record = {'error_pct': _error(predict, export.variables_of(state.trainable, state.batch_stats),
                                 val)}
   if config.rd.enabled:
     summary = export.rate_summary(state.trainable, config.export.float_dtype)
-    record.update(est_kb=summary['est_num_bytes'] / 1000, **summary,
-                  **export.fit_summary(config, state.trainable, state.batch_stats))
+    record.update(estimate=summary, prior_fit=export.fit_summary(
+        config, state.trainable, state.batch_stats, summary['group_bits']))
   return record
+
+
+def _flat(record):
+  """An evaluation as one metrics.jsonl line: its parts side by side."""
+  estimate, fit = record.get('estimate', {}), record.get('prior_fit', {})
+  extra = {'est_kb': estimate['est_num_bytes'] / 1000} if estimate else {}
+  return {'error_pct': record['error_pct'], **extra, **estimate, **fit}
 
 
 def _format_eta(seconds):
@@ -231,25 +239,27 @@ def train_and_evaluate(config, workdir, overwrite=False):
     last = epoch + 1 == num_epochs
     if last or (epoch + 1) % config.train.eval_every_epochs == 0:
       record = evaluation(config, state, predict, val)
+      line = _flat(record)
       writer.write({'step': int(state.step), 'epoch': epoch + 1, 'split': 'val',
-                    'wall_s': time.time() - start, **record})
+                    'wall_s': time.time() - start, **line})
       print(f'eval epoch {epoch + 1}: ' + ', '.join(
-          f'{k} {record[k]:.{d}f}' for k, d in (('error_pct', 2), ('num_bytes', 0),
-                                                ('est_over_coded', 3)) if record.get(k)),
+          f'{k} {line[k]:.{d}f}' for k, d in (('error_pct', 2), ('num_bytes', 0),
+                                              ('est_over_coded', 3)) if line.get(k)),
             flush=True)
     if last or (epoch + 1) % config.train.checkpoint_every_epochs == 0:
       workdir_lib.save_checkpoint(workdir, state, config.train.keep_checkpoints)
 
+  if not record:  # Resumed after the last epoch: evaluate the restored state.
+    record = evaluation(config, state, predict, val)
   variables = export.variables_of(state.trainable, state.batch_stats)
   num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
   result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
-  result.update(val_error_pct=_error(predict, variables, val),
+  result.update(val_error_pct=record['error_pct'],
                 test_error_pct=_error(predict, variables, test), steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
-  if config.rd.enabled:
-    result['estimate'] = export.rate_summary(state.trainable, config.export.float_dtype)
-    result['prior_fit'] = export.fit_summary(config, state.trainable, state.batch_stats)
+  if config.rd.enabled:  # The last evaluation's: the state has not changed since.
+    result.update(estimate=record['estimate'], prior_fit=record['prior_fit'])
   if config.train.export and config.rd.enabled:
     result['export'] = export.export_and_check(config, workdir, state, val, test, predict)
   result['wall_s'] = time.time() - start

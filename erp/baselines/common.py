@@ -6,7 +6,6 @@ import numpy as np
 from flax import traverse_util
 
 from erp import cli
-from erp import exact
 from erp import evaluate
 from erp import export
 from erp import file as file_lib
@@ -46,8 +45,7 @@ def grid_step(values, rel_step):
   values = np.asarray(values)
   spread = float(np.std(values)) if values.size > 1 else 0.0
   spread = spread or float(np.abs(values).max(initial=0.0)) or 1.0
-  snapped = reparam.file_decoder({'log_step': np.log(rel_step * spread)})[0]
-  return float(exact.exp(np.float64(snapped['log_step'])))
+  return reparam.file_step(rel_step * spread)
 
 
 def finish(config, workdir, method, param_rows, batch_stats, extra, start):

@@ -4,9 +4,9 @@ Format 3 payload of an 'epr' leaf: the decoder on the file's grid
 (erp.reparam.file_decoder: the log step as an integer, for 'dft' leaves [h, w,
 1, 1] one per spatial frequency, each after the first as its difference from
 the one before; a bias's shift as an integer), then the latents' code
-(erp.latent_code: block-adaptive, or a stored table), in coding_order. With table='prior' the
-table is the learned prior's mass at each integer, as the paper codes them
-(EPR sec. 2.3). Formats 1-2 (erp 0.1-0.2) stored float32 decoders and a table
+(erp.latent_code: block-adaptive, or a stored table), in coding_order. With
+table='prior' the table is the learned prior's mass at each integer, as the
+paper codes them (EPR sec. 2.3). Formats 1-2 (erp 0.1-0.2) stored float32 decoders and a table
 always; read_group reads both.
 """
 import numpy as np
