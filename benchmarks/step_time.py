@@ -38,16 +38,16 @@ class Stepper:
                                   rng=jax.random.PRNGKey(0))
     self.step = train.make_train_step(config, model, ds, tx, len(labels))
     batch = config.train.batch_size
-    self.idx = jnp.asarray(np.arange(batch * block).reshape(block, batch) % len(labels))
-    self.images, self.labels = images, labels
+    idx = np.arange(batch * block).reshape(block, batch) % len(labels)
+    self.batches = [(jnp.asarray(images[i]), jnp.asarray(labels[i])) for i in idx]
     self.block_seconds(warmup=True)
 
   def block_seconds(self, warmup=False):
     """Seconds per step over one block (the first call compiles)."""
-    steps = 3 if warmup else len(self.idx)
+    steps = 3 if warmup else len(self.batches)
     t0 = time.perf_counter()
     for i in range(steps):
-      self.state, _ = self.step(self.state, self.images, self.labels, self.idx[i])
+      self.state, _ = self.step(self.state, *self.batches[i])
     jax.block_until_ready(self.state)
     return (time.perf_counter() - t0) / steps
 
@@ -65,7 +65,6 @@ def main():
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
-  images, labels = jnp.asarray(images), jnp.asarray(labels)
   steppers = {}
   for enabled in (False, True):
     config = config_lib.base_config()

@@ -26,6 +26,9 @@ def base_config():
   # The last val_size training examples are the validation split, never trained on:
   # every choice is made on it; the test split is evaluated once, at the end of a run.
   c.data.val_size = 10000
+  c.data.image_size = 0  # Image folders (ImageNet): the crop's side; 0: the dataset's (224).
+  c.data.threads = 2  # Input pipeline (grain) threads making batches ahead of the step,
+  c.data.workers = 0  # and worker processes (image decoding); 0: threads only.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lenet300'
@@ -40,7 +43,7 @@ def base_config():
   c.train.checkpoint_every_epochs = 1
   c.train.tensorboard = False  # Also TensorBoard event files (pip install -e '.[tensorboard]').
   c.train.keep_checkpoints = 2  # The newest checkpoints kept in WORKDIR/checkpoints/ (orbax).
-  c.train.augment = False  # CIFAR pad-crop + flip.
+  c.train.augment = False  # The dataset's augmentation (data.DatasetInfo.augment), in the pipeline.
   c.train.export = True  # Write model.erp at the end of training.
 
   c.optim = ml_collections.ConfigDict()
@@ -179,6 +182,9 @@ def validate(config):
   if not config.train.num_steps:
     _number(config, 'train.num_epochs', 1)
   _number(config, 'train.batch_size', 1)
+  for key in ('data.image_size', 'data.workers'):
+    _number(config, key)
+  _number(config, 'data.threads', 1)
 
 
 def differing_keys(a, b):

@@ -5,7 +5,8 @@ publisher's original files (`config.data.dir`, else the environment variable
 `ERP_DATA_DIR`), else tensorflow-datasets (which downloads when online).
 
 Images come back as uint8 `[n, height, width, channels]`, labels as int32 `[n]`;
-normalization and augmentation happen on the accelerator (`preprocess`).
+augmentation happens in the input pipeline (erp.pipeline, on the host, ahead of the
+step) and normalization on the accelerator (`preprocess`).
 """
 import dataclasses
 import gzip
@@ -13,10 +14,10 @@ import os
 import tarfile
 import zlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import image_folder
 from erp.errors import ErpError
 
 ENV_VAR = 'ERP_DATA_DIR'
@@ -30,15 +31,20 @@ class DatasetInfo:
   mean: tuple  # per channel, in [0, 1] pixel units
   std: tuple
   tfds_name: str
+  augment: str  # The training augmentation train.augment=True applies (AUGMENTATIONS).
 
 
 DATASETS = {
-    'mnist': DatasetInfo('mnist', (28, 28, 1), 10, (0.1307,), (0.3081,), 'mnist'),
+    'mnist': DatasetInfo('mnist', (28, 28, 1), 10, (0.1307,), (0.3081,), 'mnist', 'shift'),
     'fashion_mnist': DatasetInfo('fashion_mnist', (28, 28, 1), 10, (0.2860,),
-                                 (0.3530,), 'fashion_mnist'),
+                                 (0.3530,), 'fashion_mnist', 'shift'),
     'cifar10': DatasetInfo('cifar10', (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), 'cifar10'),
+                           (0.2470, 0.2435, 0.2616), 'cifar10', 'pad_crop_flip'),
+    # ILSVRC-2012 as a folder of JPEG files (erp.image_folder), streamed, never in memory.
+    'imagenet': DatasetInfo('imagenet', (224, 224, 3), 1000, (0.485, 0.456, 0.406),
+                            (0.229, 0.224, 0.225), 'imagenet2012', 'resized_crop_flip'),
 }
+STREAMED = ('imagenet',)
 
 _IDX_FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
@@ -74,18 +80,59 @@ def load_split(data_config, split):
   """
   if split not in SPLITS:
     raise ErpError(f'unknown split {split!r}; known: {SPLITS}')
-  source = 'test' if split == 'test' else 'train'
-  images, labels = load(data_config.name, source, data_config.dir or None,
+  files = 'test' if split == 'test' else 'train'
+  images, labels = load(data_config.name, files, data_config.dir or None,
                         tfds_dir=data_config.tfds_dir or None, download=data_config.tfds_download)
   if split == 'test':
     return images, labels
+  cut = len(labels) - _val_size(data_config, len(labels))
+  return (images[:cut], labels[:cut]) if split == 'train' else (images[cut:], labels[cut:])
+
+
+def source(data_config, split, augment=False):
+  """A split as a random-access source for erp.pipeline.
+
+  The datasets that fit in memory come as an ArraySource of load_split's
+  arrays; ImageNet as an image_folder.ImageFolder over <dir>/imagenet/train
+  (whose held-out 'val' is data_config.val_size images drawn by a fixed seed,
+  the same for every run) and <dir>/imagenet/val (our 'test': the ILSVRC-2012
+  validation images in class folders). augment: apply the dataset's training
+  augmentation (DatasetInfo.augment).
+  """
+  if data_config.name not in STREAMED:
+    return ArraySource(*load_split(data_config, split),
+                       info(data_config.name).augment if augment else None)
+  if split not in SPLITS:
+    raise ErpError(f'unknown split {split!r}; known: {SPLITS}')
+  root = resolve_data_dir(data_config.dir or None)
+  if root is None:
+    raise ErpError(f'{data_config.name} is read from image folders: set --config.data.dir=<dir> '
+                   f'or {ENV_VAR}=<dir> holding {data_config.name}/train/<class>/*.JPEG')
+  folder = os.path.join(root, data_config.name, 'val' if split == 'test' else 'train')
+  paths, labels, _ = image_folder.list_folder(folder)
+  size = input_shape(data_config)[0]
+  images = image_folder.ImageFolder(paths, labels, size, train=augment)
+  if split == 'test':
+    return images
+  cut = len(labels) - _val_size(data_config, len(labels))
+  order = np.random.default_rng(0).permutation(len(labels))  # Sorted by class on disk.
+  return images.subset(np.sort(order[:cut] if split == 'train' else order[cut:]))
+
+
+def input_shape(data_config):
+  """(height, width, channels) of the model's input: data.image_size if set."""
+  shape = info(data_config.name).image_shape
+  size = data_config.get('image_size', 0)
+  return (size, size, shape[2]) if size else shape
+
+
+def _val_size(data_config, num_train):
   val_size = data_config.get('val_size', 0)
   if isinstance(val_size, bool) or not isinstance(val_size, int) or not \
-      0 <= val_size < len(labels):
-    raise ErpError(f'data.val_size must be an integer in [0, {len(labels)}) for '
-                   f'{data_config.name} ({len(labels)} training examples), got {val_size!r}')
-  cut = len(labels) - val_size
-  return (images[:cut], labels[:cut]) if split == 'train' else (images[cut:], labels[cut:])
+      0 <= val_size < num_train:
+    raise ErpError(f'data.val_size must be an integer in [0, {num_train}) for '
+                   f'{data_config.name} ({num_train} training examples), got {val_size!r}')
+  return val_size
 
 
 def load(name, split, data_dir=None, allow_tfds=True, tfds_dir=None, download=False):
@@ -95,6 +142,9 @@ def load(name, split, data_dir=None, allow_tfds=True, tfds_dir=None, download=Fa
   tfds's default), downloading only when download=True.
   """
   ds = info(name)
+  if name in STREAMED:
+    raise ErpError(f'{name} is streamed from image folders (data.source), never loaded '
+                   'into memory whole')
   if split not in ('train', 'test'):
     raise ErpError(f'unknown split {split!r}; use "train" or "test"')
   root = resolve_data_dir(data_dir)
@@ -200,24 +250,51 @@ def _load_tfds(ds, split, tfds_dir=None, download=False):
   return data['image'].astype(np.uint8), data['label'].astype(np.int32)
 
 
-def preprocess(images, ds, rng=None, augment=False):
-  """uint8 [b, h, w, c] -> normalized float32; CIFAR pad-4-crop + flip if augment."""
+class ArraySource:
+  """Examples held in host memory (MNIST, CIFAR-10), augmented by name (AUGMENTATIONS)."""
+
+  def __init__(self, images, labels, augment=None):
+    if len(images) != len(labels):
+      raise ErpError(f'{len(images)} images but {len(labels)} labels')
+    if augment is not None and augment not in AUGMENTATIONS:
+      raise ErpError(f'unknown augmentation {augment!r}; known: {sorted(AUGMENTATIONS)}')
+    self.images, self.labels, self.augment = images, labels, augment
+    self.image_shape = tuple(images.shape[1:])
+
+  def __len__(self):
+    return len(self.labels)
+
+  def batch(self, indices, rng=None):
+    images = self.images[indices]
+    if self.augment and rng is not None:
+      images = AUGMENTATIONS[self.augment](images, rng)
+    return images, self.labels[indices]
+
+
+def pad_crop_flip(images, rng, pad=4, flip=True):
+  """CIFAR augmentation (He et al. 2016, Sec. 4.2): zero-pad 4, random crop, random flip."""
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  top, left = rng.integers(0, 2 * pad + 1, (2, b))
+  rows = top[:, None] + np.arange(h)  # [b, h]
+  cols = left[:, None] + np.arange(w)
+  if flip:
+    cols = np.where((rng.random(b) < 0.5)[:, None], cols[:, ::-1], cols)
+  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def shift(images, rng):
+  """Digits: a random translation of up to 2 pixels each way (zero-filled), no flip."""
+  return pad_crop_flip(images, rng, pad=2, flip=False)
+
+
+AUGMENTATIONS = {'pad_crop_flip': pad_crop_flip, 'shift': shift}
+
+
+def preprocess(images, ds):
+  """uint8 [b, h, w, c] -> float32 normalized per channel (on the accelerator)."""
   x = images.astype(jnp.float32) / 255.0
-  x = (x - jnp.asarray(ds.mean)) / jnp.asarray(ds.std)
-  if augment:
-    x = _pad_crop_flip(rng, x)
-  return x
-
-
-def _pad_crop_flip(rng, x, pad=4):
-  b, h, w, _ = x.shape
-  k_crop, k_flip = jax.random.split(rng)
-  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * pad + 1)
-  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
-  x = jax.vmap(crop)(padded, offsets)
-  flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
-  return jnp.where(flip, x[:, :, ::-1], x)
+  return (x - jnp.asarray(ds.mean)) / jnp.asarray(ds.std)
 
 
 def epoch_permutation(seed, epoch, n):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from erp import data
+from erp import pipeline
 
 
 def make_predict(model, ds):
@@ -20,18 +21,20 @@ def make_predict(model, ds):
   return predict
 
 
-def test_error(predict, variables, images, labels, batch_size=1000):
-  """Top-1 error in percent over all examples (the last batch is padded, then cut)."""
-  n = len(labels)
-  correct = 0
-  for start in range(0, n, batch_size):
-    batch = images[start:start + batch_size]
-    real = len(batch)
-    if real < batch_size:  # One compiled shape: pad the tail batch.
-      batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:],
-                                              batch.dtype)])
-    pred = np.asarray(predict(variables, batch))[:real]
-    correct += int((pred == labels[start:start + real]).sum())
+def error_pct(predict, variables, source, batch_size=1000, threads=1, workers=0):
+  """Top-1 error in percent over a source's examples (erp.data.source), in order.
+
+  The tail batch is padded to batch_size (one compiled shape), then cut.
+  """
+  n, correct = len(source), 0
+  for images, labels in pipeline.eval_batches(source, batch_size, threads, workers):
+    images, labels = pipeline.host_array(images), pipeline.host_array(labels)
+    real = len(labels)
+    if real < batch_size:
+      images = np.concatenate([images, np.zeros((batch_size - real,) + images.shape[1:],
+                                                images.dtype)])
+    pred = np.asarray(predict(variables, images))[:real]
+    correct += int((pred == labels).sum())
   return 100.0 * (n - correct) / n
 
 
@@ -51,16 +54,18 @@ def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=No
   decode_seconds = time.time() - t0
   method = metadata.get('method', 'epr')
   ds = data.info(config.data.name)
-  images, labels = data.load(ds.name, 'test', data_dir)
+  config.data.dir = data_dir or ''
+  test = data.source(config.data, 'test')
   predict = make_predict(model, ds)
-  error = test_error(predict, variables, images, labels)
+  error = error_pct(predict, variables, test, threads=config.data.threads,
+                    workers=config.data.workers)
   extra = {} if val is None else {
-      'val_error_pct': test_error(predict, variables, *val) if len(val[1]) else None}
+      'val_error_pct': error_pct(predict, variables, val) if len(val) else None}
   return {**extra,
       'model': config.model.name,
       'dataset': ds.name,
       'method': method,
-      'num_examples': int(len(labels)),
+      'num_examples': len(test),
       'error_pct': error,
       'accuracy_pct': 100.0 - error,
       'num_bytes': len(blob),

@@ -44,6 +44,8 @@ def metadata(config, method):
   """
   out = {'method': method, 'model': config.model.name, 'width': config.model.width,
          'dataset': config.data.name}
+  if config.data.get('image_size', 0):  # Evaluation crops the test images to it.
+    out['image_size'] = config.data.image_size
   if config.export.get('run_config', False):
     out['config'] = {k: v for k, v in config_lib.diff_from_base(config).items()
                      if k not in LOCAL_KEYS}
@@ -117,7 +119,7 @@ def write_run_file(path, config, trainable, batch_stats):
 def export_and_check(config, workdir, state, val, test, predict):
   """Writes DIR/model.erp, reloads it, checks params are bit-exact, evaluates from the file.
 
-  val, test: (images, labels); val may be empty.
+  val, test: data.source splits; val may be empty.
   """
   path = os.path.join(workdir, workdir_lib.FILE_NAME)
   est, stats = write_run_file(path, config, state.trainable, state.batch_stats)
@@ -133,8 +135,9 @@ def export_and_check(config, workdir, state, val, test, predict):
           jax.tree.leaves(expected), jax.tree.leaves(variables)))
   if not exact:
     raise AssertionError('decoded params differ from the in-memory rounded params')
-  error = evaluate.test_error(predict, variables, *test)
-  val_error = evaluate.test_error(predict, variables, *val) if len(val[1]) else None
+  kw = dict(threads=config.data.threads, workers=config.data.workers)
+  error = evaluate.error_pct(predict, variables, test, **kw)
+  val_error = evaluate.error_pct(predict, variables, val, **kw) if len(val) else None
   num_bytes = os.path.getsize(path)
   print(f'exported {path}: {num_bytes} bytes ({num_bytes / 1000:.2f} KB), '
         f'test error from file {error:.2f}%', flush=True)
@@ -175,7 +178,7 @@ def reexport(workdir, out=None, table=None):
     config.export.table = table
   out = out or os.path.join(workdir, workdir_lib.FILE_NAME)
   _, stats = write_run_file(out, config, trainable, batch_stats)
-  record = evaluate.evaluate_file(out, val=data.load_split(config.data, 'val'))
+  record = evaluate.evaluate_file(out, config.data.dir or None, val=data.source(config.data, 'val'))
   result_path = os.path.join(workdir, 'result.json')
   if out == os.path.join(workdir, workdir_lib.FILE_NAME) and os.path.exists(result_path):
     with open(result_path) as f:

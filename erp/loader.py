@@ -64,6 +64,10 @@ def from_decoded(variables, metadata, model_class=None):
     raise ErpError('malformed file metadata: config is not an object')
   config = config_lib.from_diff(diff)
   config.model.name, config.data.name = name, ds.name
+  size = metadata.get('image_size', 0)
+  if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 8192:
+    raise ErpError(f'malformed file metadata: image_size {size!r}')
+  config.data.image_size = size or config.data.image_size
   return model, variables, config
 
 

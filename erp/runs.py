@@ -18,7 +18,7 @@ def build_model(config):
 
 def init_model(config, model, ds):
   """Initial float variables {'params', maybe 'batch_stats'}: random, or config.init_from's."""
-  dummy = jnp.zeros((1,) + ds.image_shape, jnp.float32)
+  dummy = jnp.zeros((1,) + data.input_shape(config.data), jnp.float32)
   init = jax.jit(model.init, static_argnames='train')  # One compile, not one per op.
   variables = init(jax.random.PRNGKey(config.seed), dummy, train=False)
   variables = flax.core.unfreeze(variables)

@@ -24,6 +24,7 @@ from erp import config as config_lib
 from erp import data
 from erp import evaluate
 from erp import export
+from erp import pipeline
 from erp import reparam
 from erp import runs
 from erp import state as state_lib
@@ -78,32 +79,30 @@ def apply_train(model, params, batch_stats, images, rng):
 
 
 def data_mesh(batch_size):
-  """A 1-D mesh ('data') over every local device; the batch must split evenly across it."""
-  devices = jax.local_devices()
+  """A 1-D mesh ('data') over every device of every host; the batch splits evenly across it."""
+  devices = jax.devices()
   if batch_size % len(devices):
     raise ErpError(f'train.batch_size={batch_size} does not split over {len(devices)} devices')
   return jax.sharding.Mesh(np.array(devices), ('data',))
 
 
 def replicate(tree, mesh):
-  """tree's arrays on every device of mesh (state, and the in-memory dataset)."""
+  """tree's arrays on every device of mesh (the training state)."""
   return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh=None):
-  """jit(state, images_all, labels_all, batch_idx [batch]) -> (state, metrics).
+  """jit(state, uint8 images [batch, h, w, c], labels [batch]) -> (state, metrics).
 
   One step per call: on XLA:CPU a lax.scan over steps runs convolutions about
   10x slower (measured on LeNet5, 2 cores), and dispatch is asynchronous anyway.
   param_transform (params -> params) lets a baseline train through a mask or
-  a quantizer (erp.baselines.prune). With a mesh (data_mesh), the batch is split
-  over its devices and the state replicated: XLA partitions the step and sums
-  the gradients across devices, so one code path serves 1 or N devices (batch
-  statistics are then those of the whole batch, as on one device).
+  a quantizer (erp.baselines.prune). The batch comes split over the devices of
+  the mesh (batch_sharding) and the state replicated: XLA partitions the step and
+  sums the gradients across devices, so one code path serves 1 or N devices
+  (batch statistics are then those of the whole batch, as on one device).
   """
   lmbda = float(config.rd.lmbda)
-  batch_sharding = None if mesh is None else jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('data'))
 
   def loss_fn(trainable, batch_stats, images, labels, rng):
     k_noise, k_dropout = jax.random.split(rng)
@@ -121,13 +120,9 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
                   batch_stats)
 
   @functools.partial(jax.jit, donate_argnums=(0,))
-  def train_step(state, images_all, labels_all, batch_idx):
-    rng, k_aug, k_noise = jax.random.split(state.rng, 3)
-    images = data.preprocess(images_all[batch_idx], ds, k_aug, config.train.augment)
-    labels = labels_all[batch_idx]
-    if batch_sharding is not None:
-      images = jax.lax.with_sharding_constraint(images, batch_sharding)
-      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+  def train_step(state, images, labels):
+    rng, _, k_noise = jax.random.split(state.rng, 3)  # Three, as when augmentation was here.
+    images = data.preprocess(images, ds)
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
         state.trainable, state.batch_stats, images, labels, k_noise)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
@@ -138,17 +133,17 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
   return train_step
 
 
-def _error(predict, variables, split):
-  """Error in percent of the model on (images, labels); None for an empty split."""
-  images, labels = split
-  return evaluate.test_error(predict, variables, images, labels) if len(labels) else None
+def _error(config, predict, variables, split):
+  """Error in percent of the model on a data.source; None for an empty split."""
+  return evaluate.error_pct(predict, variables, split, threads=config.data.threads,
+                            workers=config.data.workers) if len(split) else None
 
 
 def evaluation(config, state, predict, val):
   """{'error_pct': validation error, and for EPR 'estimate' (export.rate_summary) and
   'prior_fit' (export.fit_summary): how the priors price the file}."""
-  record = {'error_pct': _error(predict, export.variables_of(state.trainable, state.batch_stats),
-                                val)}
+  record = {'error_pct': _error(config, predict,
+                                export.variables_of(state.trainable, state.batch_stats), val)}
   if config.rd.enabled:
     summary = export.rate_summary(state.trainable, config.export.float_dtype)
     record.update(estimate=summary, prior_fit=export.fit_summary(
@@ -182,12 +177,12 @@ def train_and_evaluate(config, workdir, overwrite=False):
   # Wall time counts every session of a resumed run: earlier ones from their records.
   start = time.time() - workdir_lib.logged_wall_s(metrics_path)
 
-  train_x, train_y = data.load_split(config.data, 'train')
-  val = data.load_split(config.data, 'val')  # Every epoch's evaluation (may be empty).
-  test = data.load_split(config.data, 'test')  # Once, at the end.
+  train = data.source(config.data, 'train', augment=config.train.augment)
+  val = data.source(config.data, 'val')  # Every epoch's evaluation (may be empty).
+  test = data.source(config.data, 'test')  # Once, at the end.
   model, ds, trainable, batch_stats = runs.setup(config)
 
-  num_train = len(train_y)
+  num_train = len(train)
   batch = config.train.batch_size
   steps_per_epoch = num_train // batch
   total_steps = config.train.num_steps or steps_per_epoch * config.train.num_epochs
@@ -205,17 +200,18 @@ def train_and_evaluate(config, workdir, overwrite=False):
   state = replicate(state, mesh)
   train_step = make_train_step(config, model, ds, tx, num_train, mesh=mesh)
   predict = evaluate.make_predict(model, ds)
-  images_dev, labels_dev = replicate((train_x, train_y), mesh)
+  batches = pipeline.to_device(pipeline.train_batches(
+      train, batch_size=batch, seed=config.seed, start_step=int(state.step),
+      num_steps=total_steps, threads=config.data.threads, workers=config.data.workers),
+      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
   t_loop, steps_done, pending = None, 0, []  # Timed from the end of the first (compiling) step.
   first_step_s = None  # From this call to the end of the first step (setup and compile).
   record = {}
 
   for epoch in range(first_epoch, num_epochs):
-    order = data.epoch_permutation(config.seed, epoch, num_train)
-    idx = jnp.asarray(order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch))
     epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
     for s in range(epoch_steps):
-      state, metrics = train_step(state, images_dev, labels_dev, idx[s])
+      state, metrics = train_step(state, *next(batches))
       pending.append(metrics)
       if t_loop is None:
         jax.block_until_ready(metrics)
@@ -255,7 +251,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
   result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
   result.update(val_error_pct=record['error_pct'],
-                test_error_pct=_error(predict, variables, test), steps=int(state.step),
+                test_error_pct=_error(config, predict, variables, test), steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
   if config.rd.enabled:  # The last evaluation's: the state has not changed since.

@@ -61,7 +61,7 @@ def test_wrong_type_is_an_error():
 
 
 @pytest.mark.parametrize('name', ['mnist_lenet300', 'mnist_lenet5', 'cifar10_resnet20',
-                                  'cifar10_vgg16'])
+                                  'cifar10_vgg16', 'imagenet_resnet18'])
 def test_every_config_is_locked(name):
   c = load_config(name)
   with pytest.raises(AttributeError):
@@ -76,6 +76,8 @@ def test_every_config_is_locked(name):
     ({'rd.enabled': True, 'rd.lmbda': -1.0}, 'rd.lmbda must be a finite number >= 0'),
     ({'optim.lr': float('nan')}, 'optim.lr must be'),
     ({'train.num_epochs': 0}, 'train.num_epochs must be'),
+    ({'data.threads': 0}, 'data.threads must be'),
+    ({'data.workers': -1}, 'data.workers must be'),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):
   from erp.config import validate
@@ -87,4 +89,5 @@ def test_settings_that_would_train_something_else_are_refused(overrides, message
   with pytest.raises(erp.ErpError, match=message):
     validate(c)
   c.rd.enabled, c.rd.lmbda, c.optim.lr, c.train.num_epochs = True, 0.1, 1e-3, 1
+  c.data.threads, c.data.workers = 2, 0
   validate(c)

@@ -2,7 +2,6 @@ import gzip
 import os
 import tarfile
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -89,17 +88,34 @@ def test_shuffle_is_deterministic_by_seed_and_epoch():
   assert sorted(a.tolist()) == list(range(1000))
 
 
-def test_preprocess_normalizes_and_augments():
+def test_preprocess_normalizes():
   ds = data.info('cifar10')
   images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-  plain = data.preprocess(images, ds)
-  assert plain.shape == (16, 32, 32, 3)
-  assert abs(float(plain.mean())) < 1.0
-  aug = data.preprocess(images, ds, jax.random.PRNGKey(0), augment=True)
-  assert aug.shape == plain.shape
-  assert not np.allclose(aug, plain)
-  # A crop of the padded image: every augmented row holds values of the original or padding.
-  assert np.isfinite(np.asarray(aug)).all()
+  x = np.asarray(data.preprocess(images, ds))
+  assert x.shape == (16, 32, 32, 3) and x.dtype == np.float32
+  np.testing.assert_allclose(x[..., 1], (images[..., 1] / 255.0 - ds.mean[1]) / ds.std[1],
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name,pad,flips', [('pad_crop_flip', 4, True), ('shift', 2, False)])
+def test_augmentations_are_crops_of_the_padded_image(name, pad, flips):
+  rng = np.random.default_rng(0)
+  images = rng.integers(1, 256, (64, 12, 10, 3), dtype=np.uint8)  # No zero pixel: padding shows.
+  out = data.AUGMENTATIONS[name](images, np.random.default_rng(5))
+  assert out.shape == images.shape and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, data.AUGMENTATIONS[name](images, np.random.default_rng(5)))
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  flipped = 0
+  for i in range(len(images)):
+    found = [(t, l, f) for t in range(2 * pad + 1) for l in range(2 * pad + 1)
+             for f in ((False, True) if flips else (False,))
+             if np.array_equal(out[i], (padded[i, t:t + 12, l:l + 10][:, ::-1] if f else
+                                         padded[i, t:t + 12, l:l + 10]))]
+    assert found, i  # Every output is one crop (maybe mirrored) of its own padded image.
+    flipped += found[0][2]
+  assert (0 < flipped < len(images)) == flips
+  with pytest.raises(ErpError, match='unknown augmentation'):
+    data.ArraySource(images, np.zeros(64, np.int32), augment='mixup')
 
 
 def test_a_damaged_gz_dataset_file_is_one_clear_error(tmp_path, data_dir):

@@ -200,7 +200,7 @@ def run(config, workdir):
   trainable, frozen = init_state(config, flat, layouts)
   batch_stats = dict(variables.get('batch_stats', {}))
   train_x, train_y = data.load_split(config.data, 'train')
-  test_x, test_y = data.load_split(config.data, 'test')
+  test = data.source(config.data, 'test')
   images, labels = jnp.asarray(train_x), jnp.asarray(train_y)
   predict = evaluate.make_predict(model, ds)
 
@@ -208,7 +208,7 @@ def run(config, workdir):
     v = {'params': mean_params(trainable, frozen, statics, shapes)}
     if batch_stats:
       v['batch_stats'] = batch_stats
-    return evaluate.test_error(predict, v, test_x, test_y)
+    return evaluate.error_pct(predict, v, test)
 
   tx = optax.adam(m.lr)
   opt_state = tx.init(trainable)

@@ -31,6 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from erp import data
+from erp import pipeline
 from erp import reparam
 from erp import runs
 from erp import state as state_lib
@@ -101,11 +102,12 @@ def finetune(config, model, ds, variables, transform, epochs, lr, train_x, train
                            batch_stats=dict(variables.get('batch_stats', {})),
                            opt_state=tx.init(trainable), rng=jax.random.PRNGKey(c.seed + 3))
   step = train.make_train_step(c, model, ds, tx, num_train, transform)
-  images, labels = jnp.asarray(train_x), jnp.asarray(train_y)
+  batches = pipeline.train_batches(data.ArraySource(train_x, train_y), batch_size=batch,
+                                   seed=c.seed + 1000, start_step=0,
+                                   num_steps=steps_per_epoch * epochs)
   for epoch in range(epochs):
-    order = data.epoch_permutation(c.seed + 1000, epoch, num_train)
-    for batch_idx in order[:steps_per_epoch * batch].reshape(steps_per_epoch, batch):
-      state, metrics = step(state, images, labels, jnp.asarray(batch_idx))
+    for _ in range(steps_per_epoch):
+      state, metrics = step(state, *next(batches))
     print(f'fine-tune epoch {epoch + 1}/{epochs}: ce {float(metrics["ce"]):.4f} '
           f'train_acc {float(metrics["accuracy"]):.4f}', flush=True)
   out = {'params': transform(state_lib.decode(state.trainable))}

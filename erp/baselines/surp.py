@@ -77,9 +77,8 @@ def run(config, workdir):
              for path, value in flat.items()}
     variables = prune.finetune(config, model, ds, with_params(variables, flat),
                                prune.masked(masks), s.retrain_epochs, s.lr, train_x, train_y)
-  retrained_error = evaluate.test_error(
-      evaluate.make_predict(model, ds), variables,
-      *data.load_split(config.data, 'test'))
+  retrained_error = evaluate.error_pct(evaluate.make_predict(model, ds), variables,
+                                       data.source(config.data, 'test'))
   rows, coded = [], {}
   for path, value in common.flat_params(variables).items():
     value = np.asarray(value, np.float32)
