@@ -120,10 +120,27 @@ def integer_bits(params, latent):
   return float(np.dot(bits, counts))
 
 
+def _fmix32(h):
+  """MurmurHash3's 32-bit finalizer: every input bit flips each output bit with p ~ 1/2."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
 def uniform_noise(rng, shape):
-  """U(-1/2, 1/2) at 16-bit resolution: 3.5x cheaper than float32 uniforms on CPU."""
-  bits = jax.random.bits(rng, shape, jnp.uint16)
-  return (bits.astype(jnp.float32) + 0.5) / 65536.0 - 0.5
+  """U(-1/2, 1/2) at 24-bit resolution, from a counter hash seeded by two threefry words.
+
+  The rate's noise only dithers the latents (EPR sec. 2.2), so it needs
+  uniform, uncorrelated values, not threefry's cryptographic strength: hashing
+  each element's index costs ~1/25 of jax.random's bits on a 2-core CPU
+  (266k values: 0.12 ms against 3.0 ms), a quarter of LeNet-300-100's EPR step.
+  """
+  seed = jax.random.bits(rng, (2,), jnp.uint32)
+  index = jax.lax.iota(jnp.uint32, int(np.prod(shape))) * jnp.uint32(0x9E3779B1)
+  h = _fmix32(_fmix32(index ^ seed[0]) ^ seed[1])
+  return (((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24)) - 0.5).reshape(shape)
 
 
 def group_bits(latents, prior_params, rng=None):
@@ -169,7 +186,13 @@ def _table_points(num_points):
 
 
 def _interpolate(table, x):
-  """table [m] (values at _table_points(m)) linearly interpolated in asinh(x)."""
+  """table [m] (values at _table_points(m)) linearly interpolated in asinh(x).
+
+  The table is materialized first: otherwise XLA:CPU fuses the density that
+  computes it into the gathers and recomputes it once per latent (measured on
+  266k latents: 9.4 ms for the latents' gradient, against 1.1 ms).
+  """
+  table = table.at[0].set(table[0])  # An in-place update: XLA fuses no producer through it.
   num_points = table.shape[0]
   position = (jnp.arcsinh(x) + TABLE_REACH) * ((num_points - 1) / (2 * TABLE_REACH))
   position = jnp.clip(position, 0.0, num_points - 1.0)

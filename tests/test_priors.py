@@ -153,3 +153,20 @@ def test_mass_is_positive_at_a_tie_and_tails_are_heavy():
   bits = priors.bits_of(params, jnp.asarray([0.0, 50.0, 1000.0]))
   assert float(bits[0]) < 4 and 8 < float(bits[1]) < float(bits[2]) < 29
   assert float(priors.bits_of(no_tail, jnp.float32(50.0))) > 29
+
+
+def test_training_noise_is_uniform_uncorrelated_and_seeded():
+  n = 1 << 18
+  a = np.asarray(priors.uniform_noise(jax.random.PRNGKey(0), (n,)), np.float64)
+  b = np.asarray(priors.uniform_noise(jax.random.PRNGKey(1), (n,)), np.float64)
+  np.testing.assert_array_equal(a, priors.uniform_noise(jax.random.PRNGKey(0), (n,)))
+  assert -0.5 < a.min() and a.max() < 0.5
+  assert abs(a.mean()) < 5 * np.sqrt(1 / 12 / n)
+  assert abs(a.var() - 1 / 12) < 0.002
+  counts = np.histogram(a, bins=64, range=(-0.5, 0.5))[0]
+  expected = n / 64
+  assert ((counts - expected) ** 2 / expected).sum() < 130  # chi2(63): p ~ 1e-6.
+  for x, y in ((a[:-1], a[1:]), (a, b)):  # Neighbours and other keys: uncorrelated.
+    assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n)
+  shaped = priors.uniform_noise(jax.random.PRNGKey(0), (4, n // 4))
+  np.testing.assert_array_equal(np.asarray(shaped).ravel(), a)
