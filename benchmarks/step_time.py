@@ -1,7 +1,10 @@
 """Training step time with EPR vs the plain float step (same model, batch, machine, run).
 
-python benchmarks/step_time.py [--model lenet5] [--rounds 15] [--block 20]
-    [--rate_table_points N] [--out FILE.json]
+python benchmarks/step_time.py [--model lenet5] [--dataset mnist] [--width 1]
+    [--rounds 15] [--block 20] [--rate_table_points N] [--out FILE.json]
+
+CIFAR shapes without CIFAR-10: write a synthetic one in the original format
+(benchmarks/synthetic_cifar10.py --out DIR) and run with ERP_DATA_DIR=DIR.
 
 Both steps come from erp.train.make_train_step; the float one is the same code
 with rd.enabled=False. Steps are dispatched back to back as erp.train does
@@ -56,6 +59,7 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument('--model', default='lenet5')
   p.add_argument('--dataset', default='mnist')
+  p.add_argument('--width', type=int, default=1, help='model.width (ResNet-20-4: 4)')
   p.add_argument('--batch_size', type=int, default=128)
   p.add_argument('--rounds', type=int, default=15)
   p.add_argument('--block', type=int, default=20)
@@ -69,6 +73,7 @@ def main():
   for enabled in (False, True):
     config = config_lib.base_config()
     config.model.name, config.data.name = args.model, args.dataset
+    config.model.width = args.width
     config.train.batch_size = args.batch_size
     config.rd.enabled = enabled
     config.rd.rate_table_points = args.rate_table_points
@@ -78,11 +83,14 @@ def main():
     for name in (('float', 'epr') if r % 2 == 0 else ('epr', 'float')):
       times[name].append(steppers[name].block_seconds())
   ratios = np.array(times['epr']) / np.array(times['float'])
-  record = {'model': args.model, 'dataset': args.dataset, 'batch_size': args.batch_size,
+  record = {'model': args.model, 'width': args.width, 'dataset': args.dataset,
+            'batch_size': args.batch_size,
             'rate_table_points': args.rate_table_points, 'rounds': args.rounds,
             'steps_per_block': args.block,
             'float_step_ms': 1000 * float(np.median(times['float'])),
             'epr_step_ms': 1000 * float(np.median(times['epr'])),
+            'float_images_per_s': args.batch_size / float(np.median(times['float'])),
+            'epr_images_per_s': args.batch_size / float(np.median(times['epr'])),
             'ratio': float(np.median(ratios)),
             'ratio_quartiles': [float(q) for q in np.percentile(ratios, [25, 75])],
             'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),

@@ -72,6 +72,7 @@ def base_config():
   c.rd.rate_table_points = 16384  # In those larger groups, the latents' rate term reads
   # the density from a table of this many points (priors.tabulated_bits); 0: evaluate it.
   c.rd.prior_init_scale = 10.0
+  c.rd.prior_spikes = 0  # K > 0: each prior also mixes in a categorical over -K..K.
 
   # Baselines (erp/baselines/), each starting from the float run in init_from.
   c.uniform = ml_collections.ConfigDict()
@@ -182,7 +183,7 @@ def validate(config):
   if not config.train.num_steps:
     _number(config, 'train.num_epochs', 1)
   _number(config, 'train.batch_size', 1)
-  for key in ('data.image_size', 'data.workers'):
+  for key in ('data.image_size', 'data.workers', 'rd.prior_spikes'):
     _number(config, key)
   _number(config, 'data.threads', 1)
 

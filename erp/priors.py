@@ -23,8 +23,12 @@ import numpy as np
 MIN_PROBABILITY = 1e-9
 
 
-def init(rng, filters=(3, 3, 3), init_scale=10.0):
-  """Parameters of one deep factorized density; initially a logistic of width ~init_scale."""
+def init(rng, filters=(3, 3, 3), init_scale=10.0, spikes=0):
+  """Parameters of one density; initially ~ a logistic of width ~init_scale.
+
+  spikes > 0 adds a third mixture component: a categorical over the integers
+  -spikes..spikes (see probability_mass).
+  """
   dims = (1,) + tuple(filters) + (1,)
   scale = init_scale**(1.0 / (len(filters) + 1))
   params = {}
@@ -38,6 +42,9 @@ def init(rng, filters=(3, 3, 3), init_scale=10.0):
       params[f'factor_{i}'] = jnp.zeros((fan_out, 1), jnp.float32)
   params['tail_logit'] = jnp.float32(-4.0)  # Weight of the Cauchy tail: sigmoid(-4) ~ 2 %.
   params['tail_log_scale'] = jnp.float32(np.log(init_scale / 4))  # Scale 1/2 + exp(.).
+  if spikes:
+    params['spike_logit'] = jnp.float32(-4.0)  # Weight of the categorical: ~2 %,
+    params['spike_logits'] = jnp.zeros(2 * spikes + 1, jnp.float32)  # initially uniform.
   return params
 
 
@@ -81,7 +88,30 @@ def probability_mass(params, x):
   factorized = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
   weight, scale = _tail(params)  # scale > 1/2: the one arctan is then exact.
   cauchy = jnp.arctan(scale / (scale * scale + x * x - 0.25)) / jnp.pi
-  return (1 - weight) * factorized + weight * cauchy
+  mass = (1 - weight) * factorized + weight * cauchy
+  if 'spike_logits' not in params:
+    return mass
+  # The categorical's density is m_k on [k - 1/2, k + 1/2), so the mass of
+  # [x - 1/2, x + 1/2] interpolates linearly between the integers around x: at
+  # an integer it is m_k exactly, and the latents' gradient is its slope.
+  spike = jax.nn.sigmoid(params['spike_logit'])
+  padded = _spike_masses(params)
+  below = jnp.floor(x)
+  t = x - below
+  return (1 - spike) * mass + spike * ((1 - t) * _spike_at(padded, below) +
+                                       t * _spike_at(padded, below + 1))
+
+
+def _spike_masses(params):
+  """The categorical's masses with a zero on each side: [0, m_-K, ..., m_K, 0]."""
+  return jnp.pad(jax.nn.softmax(params['spike_logits']), 1)
+
+
+def _spike_at(padded, k):
+  """padded's mass at integer k (float array; 0 outside -K..K)."""
+  half = (padded.shape[0] - 3) // 2
+  index = jnp.clip(k + half + 1, 0, padded.shape[0] - 1).astype(jnp.int32)
+  return padded.at[index].get(mode='promise_in_bounds')
 
 
 def _tail(params):
@@ -157,10 +187,22 @@ def group_bits(latents, prior_params, rng=None):
 
 
 def cumulative(params, x):
-  """The mixture's cumulative at x: (1 - w) sigmoid(f(x)) + w (1/2 + arctan(x / s) / pi)."""
+  """The mixture's cumulative at x: (1 - w) sigmoid(f(x)) + w (1/2 + arctan(x / s) / pi),
+  and with spikes, mixed with the categorical's (piecewise linear) cumulative."""
   weight, scale = _tail(params)
-  return ((1 - weight) * jax.nn.sigmoid(logits_cumulative(params, x))
-          + weight * (0.5 + jnp.arctan(x / scale) / jnp.pi))
+  out = ((1 - weight) * jax.nn.sigmoid(logits_cumulative(params, x))
+         + weight * (0.5 + jnp.arctan(x / scale) / jnp.pi))
+  if 'spike_logits' not in params:
+    return out
+  spike = jax.nn.sigmoid(params['spike_logit'])
+  padded = _spike_masses(params)
+  nearest = jnp.floor(x + 0.5)
+  below = jnp.concatenate([jnp.zeros(1), jnp.cumsum(padded)])  # Mass below each entry.
+  half = (padded.shape[0] - 3) // 2
+  index = jnp.clip(nearest + half + 1, 0, padded.shape[0] - 1).astype(jnp.int32)
+  categorical = below[index] + padded[index] * (x - (nearest - 0.5))
+  categorical = jnp.where(nearest < -half, 0.0, jnp.where(nearest > half, 1.0, categorical))
+  return (1 - spike) * out + spike * categorical
 
 
 @jax.jit

@@ -34,7 +34,8 @@ def reparameterize(config, params):
   return state_lib.reparameterize(
       params, seed=config.seed + 1, keep_float=keep_float, conv_decoder=rd.conv_decoder,
       init_levels=rd.init_levels, min_init_step=rd.min_init_step,
-      prior_filters=tuple(rd.prior_filters), prior_init_scale=rd.prior_init_scale)
+      prior_filters=tuple(rd.prior_filters), prior_init_scale=rd.prior_init_scale,
+      prior_spikes=rd.get('prior_spikes', 0))  # Absent from older runs' configs.
 
 
 def setup(config):

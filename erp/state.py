@@ -37,7 +37,7 @@ class EprState:
 
 def reparameterize(params, *, seed=0, model=None, keep_float=None, conv_decoder='dft',
                    init_levels=4.0, min_init_step=0.01, prior_filters=(3, 3, 3),
-                   prior_init_scale=10.0):
+                   prior_init_scale=10.0, prior_spikes=0):
   """EprState of a params pytree (random init or trained weights).
 
   Args:
@@ -50,6 +50,10 @@ def reparameterize(params, *, seed=0, model=None, keep_float=None, conv_decoder=
     init_levels, min_init_step: initial step = max(std(theta) / init_levels,
       min_init_step), so latents start at a few integer levels.
     prior_filters, prior_init_scale: shape of each deep factorized density.
+    prior_spikes: K > 0 mixes a categorical over the integers -K..K into each
+      prior (erp.priors.probability_mass), which prices the few-level
+      histograms trained latents take (e.g. 0, -5 and 4) that a deep factorized
+      density cannot follow.
   """
   paths, values, treedef = leaves.flatten(params)
   for path, value in zip(paths, values):
@@ -68,7 +72,7 @@ def reparameterize(params, *, seed=0, model=None, keep_float=None, conv_decoder=
     latents[path], decoders[path] = reparam.init_group(value, kind, init_levels, min_init_step)
   names = sorted(latents)
   keys = jax.random.split(jax.random.PRNGKey(seed), max(len(names), 1))
-  prior_params = {path: priors.init(key, tuple(prior_filters), prior_init_scale)
+  prior_params = {path: priors.init(key, tuple(prior_filters), prior_init_scale, prior_spikes)
                   for key, path in zip(keys, names)}
   return EprState(latents=latents, decoders=decoders, priors=prior_params, floats=floats,
                   kinds=tuple(kinds), treedef=treedef)
