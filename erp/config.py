@@ -45,6 +45,7 @@ def base_config():
   c.train.keep_checkpoints = 2  # The newest checkpoints kept in WORKDIR/checkpoints/ (orbax).
   c.train.augment = False  # The dataset's augmentation (data.DatasetInfo.augment), in the pipeline.
   c.train.export = True  # Write model.erp at the end of training.
+  c.train.compute_dtype = 'float32'  # Or 'bfloat16': the model's forward and backward pass.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # 'adam' or 'sgd' (Nesterov momentum).
@@ -183,6 +184,9 @@ def validate(config):
   if not config.train.num_steps:
     _number(config, 'train.num_epochs', 1)
   _number(config, 'train.batch_size', 1)
+  if config.train.get('compute_dtype', 'float32') not in ('float32', 'bfloat16'):
+    raise ErpError(f"train.compute_dtype must be 'float32' or 'bfloat16', got "
+                   f'{config.train.compute_dtype!r}')
   for key in ('data.image_size', 'data.workers', 'rd.prior_spikes'):
     _number(config, key)
   _number(config, 'data.threads', 1)

@@ -103,13 +103,20 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
   (batch statistics are then those of the whole batch, as on one device).
   """
   lmbda = float(config.rd.lmbda)
+  compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
 
   def loss_fn(trainable, batch_stats, images, labels, rng):
     k_noise, k_dropout = jax.random.split(rng)
     params = state_lib.decode(trainable)
     if param_transform is not None:
       params = param_transform(params)
+    if compute_dtype != jnp.float32:  # Forward and backward in it; the state stays float32.
+      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+      images = images.astype(compute_dtype)
+    old_stats = batch_stats
     logits, batch_stats = apply_train(model, params, batch_stats, images, k_dropout)
+    batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, old_stats)
+    logits = logits.astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=config.rd.prior_samples,
                                 table_points=config.rd.rate_table_points,

@@ -192,6 +192,36 @@ def test_a_run_can_be_sized_in_steps(tmp_path, data_dir):
   assert result['steps'] == 50 and result['test_error_pct'] < 50  # Chance: 90 %.
 
 
+def test_bfloat16_compute_trains_like_float32_and_keeps_the_state_float32(data_dir):
+  """train.compute_dtype='bfloat16': forward and backward in bfloat16 (a GPU's fast path),
+  the trainable state and batch statistics in float32; the first loss within bfloat16's
+  precision of float32's, and the loss falls."""
+  from erp import data
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    c = _config(data_dir, model='lenet5', enabled=True, lmbda=1.0)
+    c.train.compute_dtype = dtype
+    model, ds, trainable, batch_stats = runs.setup(c)
+    tx = train.make_optimizer(c, 100, 100)
+    state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), trainable=trainable,
+                             batch_stats=batch_stats, opt_state=tx.init(trainable),
+                             rng=jax.random.PRNGKey(0))
+    step = train.make_train_step(c, model, ds, tx, 50000)
+    images, labels = data.load_split(c.data, 'train')
+    history = []
+    for i in range(30):
+      state, metrics = step(state, images[i * 64:(i + 1) * 64], labels[i * 64:(i + 1) * 64])
+      history.append(float(metrics['ce']))
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.trainable.latents))
+    losses[dtype] = history
+  assert abs(losses['bfloat16'][0] - losses['float32'][0]) < 0.03 * losses['float32'][0]
+  assert np.mean(losses['bfloat16'][-5:]) < 0.5 * losses['bfloat16'][0]
+  c = _config(data_dir)
+  c.train.compute_dtype = 'float16'
+  with pytest.raises(erp.ErpError, match="compute_dtype must be 'float32' or 'bfloat16'"):
+    train.train_and_evaluate(c, '/nonexistent/never/written')
+
+
 def test_metrics_go_to_jsonl_and_tensorboard_only_when_its_extra_is_installed(tmp_path):
   import importlib.util
   metrics = workdir_lib.Metrics(str(tmp_path))
