@@ -46,6 +46,11 @@ def test_uniform_file_holds_the_rounded_weights(float_run, tmp_path):
   assert saved['export']['num_bytes'] == (tmp_path / 'model.erp').stat().st_size
   # Quarter-std steps keep the model: within a point of the float error.
   assert abs(saved['export']['error_pct'] - float_result['test_error_pct']) < 1.0
+  # The held-out split is evaluated from the same file, for choosing settings on it.
+  if config.data.val_size:
+    assert abs(saved['val_error_pct'] - float_result['val_error_pct']) < 1.0
+  else:
+    assert saved['val_error_pct'] is None
 
 
 def test_coarser_steps_give_smaller_files(float_run, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 from flax import traverse_util
 
 from erp import cli
+from erp import data
 from erp import evaluate
 from erp import export
 from erp import file as file_lib
@@ -56,11 +57,14 @@ def finish(config, workdir, method, param_rows, batch_stats, extra, start):
   rows += file_lib.extra_rows({'batch_stats': batch_stats} if batch_stats else None,
                               config.export.float_dtype)
   file_lib.write_atomic(path, file_lib.to_bytes(rows, export.metadata(config, method)))
-  record = evaluate.evaluate_file(path, config.data.dir or None)
+  val = data.source(config.data, 'val')  # Held out from training: the split to choose on.
+  record = evaluate.evaluate_file(path, config.data.dir or None, val=val)
   result = workdir_lib.result_record(config, method, record['num_params'])
-  result.update(test_error_pct=record['error_pct'], **extra)
+  result.update(val_error_pct=record['val_error_pct'], test_error_pct=record['error_pct'],
+                **extra)
   result['export'] = {'path': path, 'num_bytes': record['num_bytes'],
-                      'error_pct': record['error_pct'], 'decode_s': record['decode_seconds']}
+                      'error_pct': record['error_pct'], 'val_error_pct': record['val_error_pct'],
+                      'decode_s': record['decode_seconds']}
   result['wall_s'] = time.time() - start
   workdir_lib.write_result(workdir, result)
   print(f'{method}: {path} {record["num_bytes"]} bytes, test error from file '
