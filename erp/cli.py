@@ -36,8 +36,8 @@ def run(main_fn):
 def unknown_key_message(args, error):
   """'unknown config key 'lmda' (did you mean 'rd.lmbda'?)' for the first bad --config.KEY."""
   import difflib
-  from erp.config import _flatten, base_config
-  known = set(_flatten(base_config().to_dict()))
+  from erp.config import flatten, base_config
+  known = set(flatten(base_config().to_dict()))
   for arg in args:
     if arg.startswith('--config.'):
       key = arg[len('--config.'):].partition('=')[0]

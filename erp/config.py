@@ -122,11 +122,11 @@ def config_hash(config):
   return hashlib.sha256(to_json(config).encode()).hexdigest()[:16]
 
 
-def _flatten(d, prefix=''):
+def flatten(d, prefix=''):
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
       out[prefix + k] = list(v) if isinstance(v, tuple) else v
   return out
@@ -134,8 +134,8 @@ def _flatten(d, prefix=''):
 
 def diff_from_base(config):
   """{dotted.key: value} of the fields where config differs from base_config()."""
-  base = _flatten(base_config().to_dict())
-  return {k: v for k, v in _flatten(config.to_dict()).items() if base.get(k, object()) != v}
+  base = flatten(base_config().to_dict())
+  return {k: v for k, v in flatten(config.to_dict()).items() if base.get(k, object()) != v}
 
 
 def from_diff(diff):
@@ -194,5 +194,5 @@ def validate(config):
 
 def differing_keys(a, b):
   """Dotted keys whose values differ between two config dicts (or exist in one only)."""
-  fa, fb = _flatten(a), _flatten(b)
+  fa, fb = flatten(a), flatten(b)
   return sorted(k for k in set(fa) | set(fb) if fa.get(k, object()) != fb.get(k, object()))

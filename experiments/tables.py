@@ -15,6 +15,8 @@ import glob
 import json
 import os
 
+from erp import config as config_lib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -49,6 +51,14 @@ def epochs(r):
   return ''
 
 
+def config_but_seed(config):
+  """A run's config without its seed, keys it predates at their defaults (JSON): runs of
+  one setting made by erp versions that added a key at its default still group."""
+  flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
+  flat.pop('seed', None)
+  return json.dumps(flat, sort_keys=True, default=list)
+
+
 def rows(results_dir):
   out = []
   paths = (glob.glob(os.path.join(results_dir, '*', 'result.json'))
@@ -69,8 +79,7 @@ def rows(results_dir):
         'error_pct': export['error_pct'] if export else r['test_error_pct'],
         'val_error_pct': (export or {}).get('val_error_pct', r.get('val_error_pct')),
         'seed': r['config'].get('seed'),
-        'config_but_seed': json.dumps({k: v for k, v in r['config'].items() if k != 'seed'},
-                                      sort_keys=True),
+        'config_but_seed': config_but_seed(r['config']),
         'wall_s': r['wall_s'],
     })
   return out
