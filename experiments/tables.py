@@ -29,7 +29,10 @@ def setting(r):
   """The knob that sets a run's rate: lambda for EPR, the step/sparsity for baselines."""
   c = r['config']
   return {
-      'epr': lambda: f'λ={c["rd"]["lmbda"]:g}',
+      'epr': lambda: (f'λ={c["rd"]["lmbda"]:g}'
+                      f'{" from float" if c.get("init_from") else ""}'
+                      f'{" +aug" if c["train"].get("augment") else ""}'
+                      f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'
