@@ -38,10 +38,11 @@ class _TrainBatch:
 
   def __call__(self, step):
     epoch, s = divmod(int(step), self.steps_per_epoch)
-    if self._order[0] != epoch:  # One permutation per epoch, not per step.
-      self._order = (epoch, data.epoch_permutation(self.seed, epoch, len(self.source)))
+    order = self._order  # One read: other threads may replace it at an epoch's end.
+    if order[0] != epoch:  # One permutation per epoch, not per step.
+      order = self._order = (epoch, data.epoch_permutation(self.seed, epoch, len(self.source)))
     start = s * self.batch_size + self.process_index * self.local
-    indices = self._order[1][start:start + self.local]
+    indices = order[1][start:start + self.local]
     return self.source.batch(indices, np.random.default_rng([self.seed, int(step),
                                                              self.process_index]))
 
