@@ -71,7 +71,7 @@ def base_config():
   c.rd.prior_samples = 16384  # Groups larger are 'large': with prior_fit='noisy' their priors'
   # gradient takes this many sampled elements; 0: no group is large.
   c.rd.rate_table_points = 16384  # In those larger groups, the latents' rate term reads
-  # the density from a table of this many points (priors.tabulated_bits); 0: evaluate it.
+  # the density from a table of this many points (rate.tabulated_bits); 0: evaluate it.
   c.rd.prior_init_scale = 10.0
   c.rd.prior_spikes = 0  # K > 0: each prior also mixes in a categorical over -K..K.
 

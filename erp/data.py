@@ -17,6 +17,7 @@ import zlib
 import jax.numpy as jnp
 import numpy as np
 
+from erp import augment as augment_lib
 from erp import image_folder
 from erp.errors import ErpError
 
@@ -31,7 +32,7 @@ class DatasetInfo:
   mean: tuple  # per channel, in [0, 1] pixel units
   std: tuple
   tfds_name: str
-  augment: str  # The training augmentation train.augment=True applies (AUGMENTATIONS).
+  augment: str  # The training augmentation train.augment=True applies (erp.augment).
 
 
 DATASETS = {
@@ -251,13 +252,13 @@ def _load_tfds(ds, split, tfds_dir=None, download=False):
 
 
 class ArraySource:
-  """Examples held in host memory (MNIST, CIFAR-10), augmented by name (AUGMENTATIONS)."""
+  """Examples held in host memory (MNIST, CIFAR-10), augmented by name (erp.augment)."""
 
   def __init__(self, images, labels, augment=None):
     if len(images) != len(labels):
       raise ErpError(f'{len(images)} images but {len(labels)} labels')
-    if augment is not None and augment not in AUGMENTATIONS:
-      raise ErpError(f'unknown augmentation {augment!r}; known: {sorted(AUGMENTATIONS)}')
+    if augment is not None and augment not in augment_lib.AUGMENTATIONS:
+      raise ErpError(f'unknown augmentation {augment!r}; known: {sorted(augment_lib.AUGMENTATIONS)}')
     self.images, self.labels, self.augment = images, labels, augment
     self.image_shape = tuple(images.shape[1:])
 
@@ -267,28 +268,8 @@ class ArraySource:
   def batch(self, indices, rng=None):
     images = self.images[indices]
     if self.augment and rng is not None:
-      images = AUGMENTATIONS[self.augment](images, rng)
+      images = augment_lib.AUGMENTATIONS[self.augment](images, rng)
     return images, self.labels[indices]
-
-
-def pad_crop_flip(images, rng, pad=4, flip=True):
-  """CIFAR augmentation (He et al. 2016, Sec. 4.2): zero-pad 4, random crop, random flip."""
-  b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  top, left = rng.integers(0, 2 * pad + 1, (2, b))
-  rows = top[:, None] + np.arange(h)  # [b, h]
-  cols = left[:, None] + np.arange(w)
-  if flip:
-    cols = np.where((rng.random(b) < 0.5)[:, None], cols[:, ::-1], cols)
-  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def shift(images, rng):
-  """Digits: a random translation of up to 2 pixels each way (zero-filled), no flip."""
-  return pad_crop_flip(images, rng, pad=2, flip=False)
-
-
-AUGMENTATIONS = {'pad_crop_flip': pad_crop_flip, 'shift': shift}
 
 
 def preprocess(images, ds):

@@ -17,6 +17,7 @@ import optax
 
 from erp import leaves
 from erp import priors
+from erp import rate_term
 from erp import reparam
 from erp.errors import ErpError
 
@@ -116,18 +117,18 @@ def rate(state, rng=None, *, per_group=False, prior_samples=16384, table_points=
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
   With rng: the training-time rate at latents + U(-1/2, 1/2), differentiable
-  to latents and priors (erp.priors.training_bits; prior_samples and
+  to latents and priors (erp.rate_term.training_bits; prior_samples and
   table_points trade exactness of large groups' gradients for speed, 0: exact;
   prior_fit: 'rounded' fits the priors to the rounded latents the file codes,
-  'noisy' to the noisy ones as in the paper, see erp.priors.training_bits).
+  'noisy' to the noisy ones as in the paper, see erp.rate_term.training_bits).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Returns the total, or {path: bits} with per_group=True.
   """
   if rng is None:
     rounded = {k: jnp.round(v) for k, v in state.latents.items()}
-    bits = priors.group_bits(rounded, state.priors)
+    bits = rate_term.group_bits(rounded, state.priors)
   else:
-    bits = priors.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
+    bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
                                 prior_fit)
   if per_group:
     return bits

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from erp import augment
 from erp import data
 from erp.errors import ErpError
 
@@ -101,9 +102,9 @@ def test_preprocess_normalizes():
 def test_augmentations_are_crops_of_the_padded_image(name, pad, flips):
   rng = np.random.default_rng(0)
   images = rng.integers(1, 256, (64, 12, 10, 3), dtype=np.uint8)  # No zero pixel: padding shows.
-  out = data.AUGMENTATIONS[name](images, np.random.default_rng(5))
+  out = augment.AUGMENTATIONS[name](images, np.random.default_rng(5))
   assert out.shape == images.shape and out.dtype == np.uint8
-  np.testing.assert_array_equal(out, data.AUGMENTATIONS[name](images, np.random.default_rng(5)))
+  np.testing.assert_array_equal(out, augment.AUGMENTATIONS[name](images, np.random.default_rng(5)))
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   flipped = 0
   for i in range(len(images)):

@@ -4,6 +4,7 @@ import numpy as np
 import optax
 
 from erp import priors
+from erp import rate_term
 
 
 def _fit(samples, steps=1500, seed=0):
@@ -14,7 +15,7 @@ def _fit(samples, steps=1500, seed=0):
 
   @jax.jit
   def step(params, opt_state, key):
-    loss_fn = lambda p: priors.group_bits({'g': x}, {'g': p}, key)['g'] / x.size
+    loss_fn = lambda p: rate_term.group_bits({'g': x}, {'g': p}, key)['g'] / x.size
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -41,7 +42,7 @@ def test_fitted_prior_bits_within_2_percent_of_empirical_entropy():
   rng = np.random.default_rng(0)
   samples = np.round(rng.laplace(0.0, 3.0, 20000))  # Peaked, like trained latents.
   params = _fit(samples)
-  bits = float(priors.group_bits({'g': jnp.asarray(samples)}, {'g': params})['g'])
+  bits = float(rate_term.group_bits({'g': jnp.asarray(samples)}, {'g': params})['g'])
   entropy = _entropy_bits(samples)
   assert abs(bits - entropy) / entropy < 0.02, (bits, entropy)
 
@@ -65,7 +66,7 @@ def test_tabulated_bits_match_the_density_in_value_and_slope():
   # a table over [min, max] was 8 % off in value and 26 % in slope with it.
   exact_bits, exact_slope = jax.value_and_grad(lambda x: priors.bits_of(params, x).sum())(x)
   table_bits, table_slope = jax.value_and_grad(
-      lambda x: priors.tabulated_bits(params, x, 16384).sum())(x)
+      lambda x: rate_term.tabulated_bits(params, x, 16384).sum())(x)
   np.testing.assert_allclose(float(table_bits), float(exact_bits), rtol=1e-4)
   # Slopes are ~0.1-1 bit per latent step; the interpolant's is within 0.01 of them.
   assert float(jnp.abs(table_slope - exact_slope).max()) < 1e-2
@@ -78,7 +79,7 @@ def test_training_bits_with_table_keep_the_gradients():
              'small': jnp.asarray(rng.laplace(0.0, 4.0, (50,)), jnp.float32)}
   prior_params = {k: priors.init(jax.random.PRNGKey(i)) for i, k in enumerate(latents)}
   total = lambda table: lambda l, p: sum(
-      priors.training_bits(l, p, jax.random.PRNGKey(5), 1000, table).values())
+      rate_term.training_bits(l, p, jax.random.PRNGKey(5), 1000, table).values())
   exact = jax.value_and_grad(total(0), argnums=(0, 1))(latents, prior_params)
   tabled = jax.value_and_grad(total(4096), argnums=(0, 1))(latents, prior_params)
   np.testing.assert_allclose(float(tabled[0]), float(exact[0]), rtol=1e-4)
@@ -95,9 +96,9 @@ def test_batched_training_bits_equal_each_group_on_its_own():
   prior_params = {k: priors.init(jax.random.PRNGKey(i), init_scale=2.0 + i)
                   for i, k in enumerate(sorted(shapes))}
   key = jax.random.PRNGKey(7)
-  batched = lambda l, p: priors.training_bits(l, p, key, 0, fit='noisy')
+  batched = lambda l, p: rate_term.training_bits(l, p, key, 0, fit='noisy')
   k_noise, _ = jax.random.split(key)
-  noise = priors.uniform_noise(k_noise, (sum(int(np.prod(s)) for s in shapes.values()),))
+  noise = rate_term.uniform_noise(k_noise, (sum(int(np.prod(s)) for s in shapes.values()),))
 
   def each(l, p):
     out, start = {}, 0
@@ -125,14 +126,14 @@ def test_rounded_fit_prices_the_integers_the_file_codes():
                  3000.0), 'small': jnp.asarray(rng.laplace(0.0, 2.0, (50,)), jnp.float32)}
   prior_params = {k: priors.init(jax.random.PRNGKey(i)) for i, k in enumerate(latents)}
   key = jax.random.PRNGKey(9)
-  total = lambda fit: lambda l, p: sum(priors.training_bits(l, p, key, 1000, 0, fit).values())
+  total = lambda fit: lambda l, p: sum(rate_term.training_bits(l, p, key, 1000, 0, fit).values())
   (v_r, (gl_r, gp_r)) = jax.value_and_grad(total('rounded'), argnums=(0, 1))(
       latents, prior_params)
   (v_n, (gl_n, _)) = jax.value_and_grad(total('noisy'), argnums=(0, 1))(latents, prior_params)
   np.testing.assert_allclose(float(v_r), float(v_n), rtol=1e-6)
   for a, b in zip(jax.tree.leaves(gl_r), jax.tree.leaves(gl_n)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-  clipped = {k: jnp.clip(jnp.round(v), -priors.FIT_HALF_WIDTH, priors.FIT_HALF_WIDTH - 1)
+  clipped = {k: jnp.clip(jnp.round(v), -rate_term.FIT_HALF_WIDTH, rate_term.FIT_HALF_WIDTH - 1)
              for k, v in latents.items()}
   want = jax.grad(lambda p: sum(priors.bits_of(p[k], clipped[k]).sum() for k in p))(prior_params)
   for a, b in zip(jax.tree.leaves(gp_r), jax.tree.leaves(want)):
@@ -157,9 +158,9 @@ def test_mass_is_positive_at_a_tie_and_tails_are_heavy():
 
 def test_training_noise_is_uniform_uncorrelated_and_seeded():
   n = 1 << 18
-  a = np.asarray(priors.uniform_noise(jax.random.PRNGKey(0), (n,)), np.float64)
-  b = np.asarray(priors.uniform_noise(jax.random.PRNGKey(1), (n,)), np.float64)
-  np.testing.assert_array_equal(a, priors.uniform_noise(jax.random.PRNGKey(0), (n,)))
+  a = np.asarray(rate_term.uniform_noise(jax.random.PRNGKey(0), (n,)), np.float64)
+  b = np.asarray(rate_term.uniform_noise(jax.random.PRNGKey(1), (n,)), np.float64)
+  np.testing.assert_array_equal(a, rate_term.uniform_noise(jax.random.PRNGKey(0), (n,)))
   assert -0.5 < a.min() and a.max() < 0.5
   assert abs(a.mean()) < 5 * np.sqrt(1 / 12 / n)
   assert abs(a.var() - 1 / 12) < 0.002
@@ -168,7 +169,7 @@ def test_training_noise_is_uniform_uncorrelated_and_seeded():
   assert ((counts - expected) ** 2 / expected).sum() < 130  # chi2(63): p ~ 1e-6.
   for x, y in ((a[:-1], a[1:]), (a, b)):  # Neighbours and other keys: uncorrelated.
     assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n)
-  shaped = priors.uniform_noise(jax.random.PRNGKey(0), (4, n // 4))
+  shaped = rate_term.uniform_noise(jax.random.PRNGKey(0), (4, n // 4))
   np.testing.assert_array_equal(np.asarray(shaped).ravel(), a)
 
 
