@@ -258,9 +258,9 @@ class ArraySource:
     if len(images) != len(labels):
       raise ErpError(f'{len(images)} images but {len(labels)} labels')
     if augment is not None and augment not in augment_lib.AUGMENTATIONS:
-      raise ErpError(f'unknown augmentation {augment!r}; known: {sorted(augment_lib.AUGMENTATIONS)}')
+      raise ErpError(f'unknown augmentation {augment!r}; '
+                     f'known: {sorted(augment_lib.AUGMENTATIONS)}')
     self.images, self.labels, self.augment = images, labels, augment
-    self.image_shape = tuple(images.shape[1:])
 
   def __len__(self):
     return len(self.labels)

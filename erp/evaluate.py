@@ -38,11 +38,20 @@ def error_pct(predict, variables, source, batch_size=1000, threads=1, workers=0)
   return 100.0 * (n - correct) / n
 
 
+def split_error_pct(predict, variables, split, data_config):
+  """error_pct over a data.source split with the config's pipeline threads and workers;
+  None for an empty split."""
+  if not len(split):
+    return None
+  return error_pct(predict, variables, split, threads=data_config.threads,
+                   workers=data_config.workers)
+
+
 def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=None):
   """The evaluate CLI's JSON record for one erp run's file, on its dataset's test split.
 
   The data location comes from the caller (data_dir, else $ERP_DATA_DIR), never
-  from the file. val: (images, labels) of the run's validation split, also
+  from the file. val: the run's validation split (a data.source), also
   evaluated ('val_error_pct'; None when empty), from the same decode.
   """
   import time
@@ -60,7 +69,7 @@ def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=No
   error = error_pct(predict, variables, test, threads=config.data.threads,
                     workers=config.data.workers)
   extra = {} if val is None else {
-      'val_error_pct': error_pct(predict, variables, val) if len(val) else None}
+      'val_error_pct': split_error_pct(predict, variables, val, config.data)}
   return {**extra,
       'model': config.model.name,
       'dataset': ds.name,

@@ -101,9 +101,14 @@ def fit_summary(config, trainable, batch_stats, est=None):
   spends on them (coded); and the file's bytes.
   """
   blob, groups = run_file(config, trainable, batch_stats, est)
+  return _fit_of(len(blob), groups)
+
+
+def _fit_of(num_bytes, groups):
+  """fit_summary's record of a file of num_bytes and its per-group stats (run_file's)."""
   est = sum(g['est_bits'] for g in groups.values())
   coded = sum(g['coded_bits'] for g in groups.values())
-  return {'num_bytes': len(blob), 'est_latent_bits': est, 'coded_latent_bits': coded,
+  return {'num_bytes': num_bytes, 'est_latent_bits': est, 'coded_latent_bits': coded,
           'est_over_coded': est / coded if coded else None,
           'groups': {k: {'est_bits': g['est_bits'], 'coded_bits': g['coded_bits']}
                      for k, g in groups.items()}}
@@ -131,13 +136,13 @@ def export_and_check(config, workdir, state, val, test, predict):
     raise
   decode_s = time.time() - t0
   expected = variables_of(state.trainable, state.batch_stats)
-  exact = jax.tree.structure(expected) == jax.tree.structure(variables) and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
-          jax.tree.leaves(expected), jax.tree.leaves(variables)))
+  exact = jax.tree.structure(expected) == jax.tree.structure(variables) and all(
+      np.array_equal(np.asarray(a), np.asarray(b))
+      for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(variables)))
   if not exact:
     raise AssertionError('decoded params differ from the in-memory rounded params')
-  kw = dict(threads=config.data.threads, workers=config.data.workers)
-  error = evaluate.error_pct(predict, variables, test, **kw)
-  val_error = evaluate.error_pct(predict, variables, val, **kw) if len(val) else None
+  error = evaluate.split_error_pct(predict, variables, test, config.data)
+  val_error = evaluate.split_error_pct(predict, variables, val, config.data)
   num_bytes = os.path.getsize(path)
   print(f'exported {path}: {num_bytes} bytes ({num_bytes / 1000:.2f} KB), '
         f'test error from file {error:.2f}%', flush=True)
@@ -178,7 +183,8 @@ def reexport(workdir, out=None, table=None):
     config.export.table = table
   out = out or os.path.join(workdir, workdir_lib.FILE_NAME)
   _, stats = write_run_file(out, config, trainable, batch_stats)
-  record = evaluate.evaluate_file(out, config.data.dir or None, val=data.source(config.data, 'val'))
+  record = evaluate.evaluate_file(out, config.data.dir or None,
+                                  val=data.source(config.data, 'val'))
   result_path = os.path.join(workdir, 'result.json')
   if out == os.path.join(workdir, workdir_lib.FILE_NAME) and os.path.exists(result_path):
     with open(result_path) as f:
@@ -187,8 +193,8 @@ def reexport(workdir, out=None, table=None):
                             val_error_pct=record['val_error_pct'],
                             decode_s=record['decode_seconds'], groups=stats,
                             coded_latent_bits=sum(s['coded_bits'] for s in stats.values()))
-    if 'prior_fit' in result:
-      result['prior_fit'] = fit_summary(config, trainable, batch_stats)
+    if 'prior_fit' in result:  # From the file just written, not a second encoding.
+      result['prior_fit'] = _fit_of(record['num_bytes'], stats)
     workdir_lib.write_result(workdir, result)
   return record
 

@@ -88,19 +88,18 @@ class ImageFolder:
   def __init__(self, paths, labels, size, train=False):
     self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
     self.size, self.train = size, train
-    self.image_shape = (size, size, 3)
 
   def __len__(self):
     return len(self.paths)
 
-  def subset(self, indices, train=None):
+  def subset(self, indices):
     indices = np.asarray(indices, np.int64)
     return ImageFolder([self.paths[i] for i in indices], self.labels[indices], self.size,
-                       self.train if train is None else train)
+                       self.train)
 
   def batch(self, indices, rng=None):
     """(uint8 [b, size, size, 3], int32 [b]); training crops and flips draw from rng."""
-    images = np.empty((len(indices),) + self.image_shape, np.uint8)
+    images = np.empty((len(indices), self.size, self.size, 3), np.uint8)
     for k, i in enumerate(indices):
       image = decode(self.paths[i])
       if self.train and rng is not None:

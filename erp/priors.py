@@ -107,11 +107,15 @@ def _spike_masses(params):
   return jnp.pad(jax.nn.softmax(params['spike_logits']), 1)
 
 
+def _spike_index(padded, k):
+  """(index into padded of integer k (float array), clipped to its zero ends; K)."""
+  half = (padded.shape[0] - 3) // 2
+  return jnp.clip(k + half + 1, 0, padded.shape[0] - 1).astype(jnp.int32), half
+
+
 def _spike_at(padded, k):
   """padded's mass at integer k (float array; 0 outside -K..K)."""
-  half = (padded.shape[0] - 3) // 2
-  index = jnp.clip(k + half + 1, 0, padded.shape[0] - 1).astype(jnp.int32)
-  return padded.at[index].get(mode='promise_in_bounds')
+  return padded.at[_spike_index(padded, k)[0]].get(mode='promise_in_bounds')
 
 
 def _tail(params):
@@ -162,8 +166,7 @@ def cumulative(params, x):
   padded = _spike_masses(params)
   nearest = jnp.floor(x + 0.5)
   below = jnp.concatenate([jnp.zeros(1), jnp.cumsum(padded)])  # Mass below each entry.
-  half = (padded.shape[0] - 3) // 2
-  index = jnp.clip(nearest + half + 1, 0, padded.shape[0] - 1).astype(jnp.int32)
+  index, half = _spike_index(padded, nearest)
   categorical = below[index] + padded[index] * (x - (nearest - 0.5))
   categorical = jnp.where(nearest < -half, 0.0, jnp.where(nearest > half, 1.0, categorical))
   return (1 - spike) * out + spike * categorical

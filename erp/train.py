@@ -91,14 +91,14 @@ def replicate(tree, mesh):
   return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
-def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh=None):
+def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   """jit(state, uint8 images [batch, h, w, c], labels [batch]) -> (state, metrics).
 
   One step per call: on XLA:CPU a lax.scan over steps runs convolutions about
   10x slower (measured on LeNet5, 2 cores), and dispatch is asynchronous anyway.
   param_transform (params -> params) lets a baseline train through a mask or
   a quantizer (erp.baselines.prune). The batch comes split over the devices of
-  the mesh (batch_sharding) and the state replicated: XLA partitions the step and
+  the mesh (pipeline.to_device) and the state replicated: XLA partitions the step and
   sums the gradients across devices, so one code path serves 1 or N devices
   (batch statistics are then those of the whole batch, as on one device).
   """
@@ -140,17 +140,11 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None, mesh
   return train_step
 
 
-def _error(config, predict, variables, split):
-  """Error in percent of the model on a data.source; None for an empty split."""
-  return evaluate.error_pct(predict, variables, split, threads=config.data.threads,
-                            workers=config.data.workers) if len(split) else None
-
-
 def evaluation(config, state, predict, val):
   """{'error_pct': validation error, and for EPR 'estimate' (export.rate_summary) and
   'prior_fit' (export.fit_summary): how the priors price the file}."""
-  record = {'error_pct': _error(config, predict,
-                                export.variables_of(state.trainable, state.batch_stats), val)}
+  record = {'error_pct': evaluate.split_error_pct(
+      predict, export.variables_of(state.trainable, state.batch_stats), val, config.data)}
   if config.rd.enabled:
     summary = export.rate_summary(state.trainable, config.export.float_dtype)
     record.update(estimate=summary, prior_fit=export.fit_summary(
@@ -205,7 +199,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
 
   mesh = data_mesh(batch)
   state = replicate(state, mesh)
-  train_step = make_train_step(config, model, ds, tx, num_train, mesh=mesh)
+  train_step = make_train_step(config, model, ds, tx, num_train)
   predict = evaluate.make_predict(model, ds)
   batches = pipeline.to_device(pipeline.train_batches(
       train, batch_size=batch, seed=config.seed, start_step=int(state.step),
@@ -258,7 +252,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   num_params = reparam.num_params([state.trainable.latents, state.trainable.floats])
   result = workdir_lib.result_record(config, 'epr' if config.rd.enabled else 'float', num_params)
   result.update(val_error_pct=record['error_pct'],
-                test_error_pct=_error(config, predict, variables, test), steps=int(state.step),
+                test_error_pct=evaluate.split_error_pct(predict, variables, test, config.data),
+                steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
   if config.rd.enabled:  # The last evaluation's: the state has not changed since.
