@@ -46,6 +46,9 @@ def base_config():
   c.train.augment = False  # The dataset's augmentation (data.DatasetInfo.augment), in the pipeline.
   c.train.export = True  # Write model.erp at the end of training.
   c.train.compute_dtype = 'float32'  # Or 'bfloat16': the model's forward and backward pass.
+  c.train.distill_from = ''  # A float run of the same model to distill from (erp.distill),
+  c.train.distill_weight = 0.0  # with this weight on its softened outputs (0: labels only)
+  c.train.distill_temperature = 1.0  # at this temperature.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # 'adam' or 'sgd' (Nesterov momentum).
@@ -68,10 +71,10 @@ def base_config():
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
   c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
   c.rd.prior_filters = (3, 3, 3)
-  c.rd.prior_samples = 16384  # Groups larger are 'large': with prior_fit='noisy' their priors'
-  # gradient takes this many sampled elements; 0: no group is large.
-  c.rd.rate_table_points = 16384  # In those larger groups, the latents' rate term reads
-  # the density from a table of this many points (rate.tabulated_bits); 0: evaluate it.
+  c.rd.prior_samples = 16384  # Groups larger are 'large': their priors' fit takes this many
+  # sampled elements (erp.rate_term.training_bits); 0: no group is large.
+  c.rd.rate_table_points = 4096  # Groups larger read the latents' rate gradient from a
+  # table of at most this many points (erp.rate_term.tabulated_bits); 0: evaluate it.
   c.rd.prior_init_scale = 10.0
   c.rd.prior_spikes = 0  # K > 0: each prior also mixes in a categorical over -K..K.
 
@@ -190,6 +193,13 @@ def validate(config):
   for key in ('data.image_size', 'data.workers', 'rd.prior_spikes'):
     _number(config, key)
   _number(config, 'data.threads', 1)
+  if not 0 <= _number(config, 'train.distill_weight') <= 1:
+    raise ErpError(f'train.distill_weight must be in [0, 1], got {config.train.distill_weight}')
+  if not _number(config, 'train.distill_temperature') > 0:
+    raise ErpError('train.distill_temperature must be > 0')
+  if config.train.distill_weight and not config.train.distill_from:
+    raise ErpError('train.distill_weight > 0 needs train.distill_from (a float run of the '
+                   'same model)')
 
 
 def differing_keys(a, b):

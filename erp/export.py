@@ -33,7 +33,8 @@ from erp import workdir as workdir_lib
 from erp.codecs import epr
 from erp.errors import ErpError
 
-LOCAL_KEYS = ('data.dir', 'data.tfds_dir', 'init_from')  # Never stored: paths of this machine.
+# Never stored: paths of this machine.
+LOCAL_KEYS = ('data.dir', 'data.tfds_dir', 'init_from', 'train.distill_from')
 
 
 def metadata(config, method):
@@ -127,7 +128,9 @@ def export_and_check(config, workdir, state, val, test, predict):
   val, test: data.source splits; val may be empty.
   """
   path = os.path.join(workdir, workdir_lib.FILE_NAME)
+  t0 = time.time()
   est, stats = write_run_file(path, config, state.trainable, state.batch_stats)
+  write_s = time.time() - t0
   t0 = time.time()
   try:
     variables = file_lib.load_variables(path)
@@ -152,6 +155,7 @@ def export_and_check(config, workdir, state, val, test, predict):
       'error_pct': error,
       'val_error_pct': val_error,
       'bit_exact': exact,
+      'write_s': write_s,  # Building the tables, coding, writing.
       'decode_s': decode_s,
       'est_latent_bits': sum(est.values()),
       'coded_latent_bits': sum(s['coded_bits'] for s in stats.values()),

@@ -112,15 +112,15 @@ def decode(state, quantize=True, exact=False):
   return jax.tree_util.tree_unflatten(state.treedef, [flat[p] for p, _ in state.kinds])
 
 
-def rate(state, rng=None, *, per_group=False, prior_samples=16384, table_points=16384,
+def rate(state, rng=None, *, per_group=False, prior_samples=16384, table_points=4096,
          prior_fit='rounded'):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
-  With rng: the training-time rate at latents + U(-1/2, 1/2), differentiable
-  to latents and priors (erp.rate_term.training_bits; prior_samples and
+  With rng: the training-time rate, differentiable to latents (at latents +
+  U(-1/2, 1/2)) and priors (erp.rate_term.training_bits; prior_samples and
   table_points trade exactness of large groups' gradients for speed, 0: exact;
-  prior_fit: 'rounded' fits the priors to the rounded latents the file codes,
-  'noisy' to the noisy ones as in the paper, see erp.rate_term.training_bits).
+  prior_fit: 'rounded' fits the priors to the rounded latents the file codes
+  and values their bits, 'noisy' the noisy ones as in the paper).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Returns the total, or {path: bits} with per_group=True.
   """

@@ -22,6 +22,7 @@ import optax
 from erp import cli
 from erp import config as config_lib
 from erp import data
+from erp import distill
 from erp import evaluate
 from erp import export
 from erp import pipeline
@@ -104,12 +105,16 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   """
   lmbda = float(config.rd.lmbda)
   compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
+  teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
+  distill_weight = float(config.train.get('distill_weight', 0.0))
+  temperature = float(config.train.get('distill_temperature', 1.0))
 
   def loss_fn(trainable, batch_stats, images, labels, rng):
     k_noise, k_dropout = jax.random.split(rng)
     params = state_lib.decode(trainable)
     if param_transform is not None:
       params = param_transform(params)
+    teacher_logits = teacher(images) if teacher else None
     if compute_dtype != jnp.float32:  # Forward and backward in it; the state stays float32.
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
       images = images.astype(compute_dtype)
@@ -117,11 +122,11 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     logits, batch_stats = apply_train(model, params, batch_stats, images, k_dropout)
     batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, old_stats)
     logits = logits.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    task, ce = distill.task_loss(logits, labels, teacher_logits, distill_weight, temperature)
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=config.rd.prior_samples,
                                 table_points=config.rd.rate_table_points,
                                 prior_fit=config.rd.prior_fit)
-    loss = ce + lmbda * total_bits / num_train
+    loss = task + lmbda * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
                   batch_stats)

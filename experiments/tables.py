@@ -25,6 +25,13 @@ def global_prune(r):
   return r['method'] == 'prune' and r['config']['prune'].get('scope') == 'global'
 
 
+def distilled(train):
+  """' +kd(w=…, T=…)' for a run distilled from a float teacher (erp.distill), else ''."""
+  if not train.get('distill_weight'):
+    return ''
+  return f' +kd(w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
+
+
 def setting(r):
   """The knob that sets a run's rate: lambda for EPR, the step/sparsity for baselines."""
   c = r['config']
@@ -32,7 +39,8 @@ def setting(r):
       'epr': lambda: (f'λ={c["rd"]["lmbda"]:g}'
                       f'{" from float" if c.get("init_from") else ""}'
                       f'{" +aug" if c["train"].get("augment") else ""}'
-                      f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'),
+                      f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
+                      f'{distilled(c["train"])}'),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'

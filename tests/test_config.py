@@ -78,6 +78,10 @@ def test_every_config_is_locked(name):
     ({'train.num_epochs': 0}, 'train.num_epochs must be'),
     ({'data.threads': 0}, 'data.threads must be'),
     ({'data.workers': -1}, 'data.workers must be'),
+    ({'train.distill_weight': 1.5}, r'train.distill_weight must be in \[0, 1\]'),
+    ({'train.distill_weight': float('nan')}, 'train.distill_weight must be a finite'),
+    ({'train.distill_weight': 0.5}, 'needs train.distill_from'),
+    ({'train.distill_temperature': 0.0}, 'train.distill_temperature must be > 0'),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):
   from erp.config import validate
@@ -90,4 +94,5 @@ def test_settings_that_would_train_something_else_are_refused(overrides, message
     validate(c)
   c.rd.enabled, c.rd.lmbda, c.optim.lr, c.train.num_epochs = True, 0.1, 1e-3, 1
   c.data.threads, c.data.workers = 2, 0
+  c.train.distill_weight, c.train.distill_temperature = 0.0, 1.0
   validate(c)

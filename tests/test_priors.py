@@ -83,7 +83,12 @@ def test_training_bits_with_table_keep_the_gradients():
   exact = jax.value_and_grad(total(0), argnums=(0, 1))(latents, prior_params)
   tabled = jax.value_and_grad(total(4096), argnums=(0, 1))(latents, prior_params)
   np.testing.assert_allclose(float(tabled[0]), float(exact[0]), rtol=1e-4)
-  for a, b in zip(jax.tree.leaves(tabled[1]), jax.tree.leaves(exact[1])):
+  # The latents' slopes (~0.1-1 bit per step) within 0.01: a 4096-point table has 64
+  # points an octave, so its slope is the density's within ~1 % of |x| of each latent.
+  for name in latents:
+    np.testing.assert_allclose(np.asarray(tabled[1][0][name]), np.asarray(exact[1][0][name]),
+                               atol=1e-2)
+  for a, b in zip(jax.tree.leaves(tabled[1][1]), jax.tree.leaves(exact[1][1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=2e-3)
 
 
@@ -119,26 +124,46 @@ def test_batched_training_bits_equal_each_group_on_its_own():
 
 
 def test_rounded_fit_prices_the_integers_the_file_codes():
-  """fit='rounded': value and latents' gradient as with 'noisy'; the priors' gradient is
-  that of the bits of round(latents), the integers a file codes (outliers included)."""
+  """fit='rounded': the latents' gradient as with 'noisy' (the density at latents + noise);
+  the value and the priors' gradient are those of the bits of round(latents), the integers
+  a file codes (outliers included, counted at the histogram's edge)."""
   rng = np.random.default_rng(4)
   latents = {'big': jnp.asarray(rng.laplace(0.0, 4.0, (300, 200)), jnp.float32).at[0, 0].set(
                  3000.0), 'small': jnp.asarray(rng.laplace(0.0, 2.0, (50,)), jnp.float32)}
   prior_params = {k: priors.init(jax.random.PRNGKey(i)) for i, k in enumerate(latents)}
   key = jax.random.PRNGKey(9)
-  total = lambda fit: lambda l, p: sum(rate_term.training_bits(l, p, key, 1000, 0, fit).values())
+  total = lambda fit: lambda l, p: sum(rate_term.training_bits(l, p, key, 0, 0, fit).values())
   (v_r, (gl_r, gp_r)) = jax.value_and_grad(total('rounded'), argnums=(0, 1))(
       latents, prior_params)
   (v_n, (gl_n, _)) = jax.value_and_grad(total('noisy'), argnums=(0, 1))(latents, prior_params)
-  np.testing.assert_allclose(float(v_r), float(v_n), rtol=1e-6)
   for a, b in zip(jax.tree.leaves(gl_r), jax.tree.leaves(gl_n)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   clipped = {k: jnp.clip(jnp.round(v), -rate_term.FIT_HALF_WIDTH, rate_term.FIT_HALF_WIDTH - 1)
              for k, v in latents.items()}
-  want = jax.grad(lambda p: sum(priors.bits_of(p[k], clipped[k]).sum() for k in p))(prior_params)
+  fit = lambda p: sum(priors.bits_of(p[k], clipped[k]).sum() for k in p)
+  want_value, want = jax.value_and_grad(fit)(prior_params)
+  np.testing.assert_allclose(float(v_r), float(want_value), rtol=1e-5)
+  assert abs(float(v_r) - float(v_n)) > 1.0  # Not the noisy latents' bits.
   for a, b in zip(jax.tree.leaves(gp_r), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=1e-3)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(gp_r)) > 1.0
+
+
+def test_sampled_rounded_fit_is_unbiased():
+  """Groups larger than `samples` histogram that many elements drawn at random and scale
+  them: one draw differs from the full count, the mean over draws converges to it."""
+  rng = np.random.default_rng(5)
+  latents = {'g': jnp.asarray(np.round(rng.laplace(0.0, 3.0, 50000)), jnp.float32)}
+  params = {'g': priors.init(jax.random.PRNGKey(0))}
+  exact = float(rate_term.rounded_bits(latents, params, ['g'])[0])
+  draws = jax.vmap(lambda k: rate_term.rounded_bits(latents, params, ['g'], k, 2000)[0])(
+      jax.random.split(jax.random.PRNGKey(1), 400))
+  draws = np.asarray(draws, np.float64)
+  assert np.abs(draws - exact).max() > 1e-3 * exact
+  assert abs(draws.mean() - exact) < 4 * draws.std() / np.sqrt(len(draws))
+  index = np.asarray(rate_term.sample_indices(jax.random.PRNGKey(2), 100000, 7))
+  assert index.min() == 0 and index.max() == 6
+  np.testing.assert_allclose(np.bincount(index) / 1e5, 1 / 7, atol=0.01)
 
 
 def test_mass_is_positive_at_a_tie_and_tails_are_heavy():

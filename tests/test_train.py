@@ -3,6 +3,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -121,6 +122,14 @@ def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
   raw = workdir_lib.pretrained_variables(str(float_dir), {'params': params})
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(raw['params'])):
     np.testing.assert_allclose(a, b, atol=1e-5)
+  # The same float run as a distillation teacher: its own logits, fixed.
+  from erp import distill
+  c.train.distill_from, c.train.distill_weight = str(float_dir), 0.5
+  teacher = distill.teacher(c, model, ds)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 28, 28, 1)), jnp.float32)
+  np.testing.assert_allclose(teacher(x), model.apply(raw, x, train=False), rtol=1e-5, atol=1e-5)
+  c.train.distill_weight = 0.0
+  assert distill.teacher(c, model, ds) is None
   c.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(erp.ErpError, match='no checkpoint'):
     runs.setup(c)
@@ -262,3 +271,22 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir):
   assert records[1].shape == records[2].shape == (3, 2)
   assert records[1][-1, 0] < 0.8 * records[1][0, 0]  # It trained.
   np.testing.assert_allclose(records[2], records[1], rtol=1e-4)
+
+
+def test_distillation_loss_pulls_toward_the_teacher():
+  """weight=0 is the labels' cross-entropy; with weight=1 the loss is smallest, and its
+  gradient zero, where the student's logits equal the teacher's (any temperature)."""
+  from erp import distill
+  rng = np.random.default_rng(0)
+  labels = jnp.asarray(rng.integers(0, 10, 32))
+  student = jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)
+  teacher = jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)
+  plain, hard = distill.task_loss(student, labels, None, 0.7, 2.0)
+  assert float(plain) == float(hard)
+  mixed, hard2 = distill.task_loss(student, labels, teacher, 0.0, 2.0)
+  np.testing.assert_allclose(float(mixed), float(hard), rtol=1e-6)
+  assert float(hard2) == float(hard)
+  soft = lambda s: distill.task_loss(s, labels, teacher, 1.0, 3.0)[0]
+  assert float(soft(teacher)) < float(soft(student))
+  assert float(jnp.abs(jax.grad(soft)(teacher)).max()) < 1e-6
+  assert float(jnp.abs(jax.grad(soft)(student)).max()) > 1e-3
