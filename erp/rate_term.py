@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import priors
 from erp.priors import bits_of
 
 def _fmix32(h):
@@ -289,9 +290,10 @@ def rounded_bits(latents, prior_params, names, rng=None, samples=0):
       weight = latents[n].size / samples
     index = jnp.clip(jnp.round(values).astype(jnp.int32) + half, 0, 2 * half - 1)
     hists.append(jnp.bincount(index, length=2 * half).astype(jnp.float32) * weight)
-  points = jnp.broadcast_to(jnp.arange(-half, half, dtype=jnp.float32), (len(names), 2 * half))
-  return (_batched_bits(_stack([prior_params[n] for n in names]), points)
-          * jnp.stack(hists)).sum(-1)
+  masses = jax.vmap(lambda p: priors.integer_masses(p, -half, 2 * half))(
+      _stack([prior_params[n] for n in names]))
+  bits = -jnp.log2(jnp.maximum(masses, priors.MIN_PROBABILITY))
+  return (bits * jnp.stack(hists)).sum(-1)
 
 
 def sample_indices(rng, num, size):
