@@ -1,6 +1,7 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Format 3 (what write produces; all integers unsigned LEB128 varints):
+Formats 3 and 4 (4 is what write produces; all integers unsigned LEB128 varints;
+they differ only inside EPR payloads, erp.codecs.epr):
 
     magic b'\x89ERP'  version:u8  length header[length]  (length payload[length])*
     crc32 of every byte before it:u32le
@@ -25,8 +26,8 @@ from erp.errors import ErpError
 from erp.header_dictionary import HEADER_DICTIONARY
 
 MAGIC = b'\x89ERP'
-VERSION = 3  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3)
+VERSION = 4  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
@@ -121,11 +122,11 @@ def _json(header):
 def write(header, sections, version=VERSION):
   """bytes of a file: header dict + [(kind, payload bytes)] in header order.
 
-  Format 3 stores no kinds (the header names each leaf's codec); version 2
+  Formats 3-4 store no kinds (the header names each leaf's codec); version 2
   is kept for tests that craft files of the old format.
   """
   w = Writer().raw(MAGIC).raw(bytes([version]))
-  if version == 3:
+  if version >= 3:
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=HEADER_DICTIONARY)
     w.blob(deflate.compress(_json(header)) + deflate.flush())
     for _, payload in sections:
@@ -160,7 +161,7 @@ def read(data):
     raise ErpError('file checksum mismatch: the file is truncated or corrupted')
   r = Reader(data[:-4], 'erp file')
   r.raw(len(MAGIC) + 1)
-  if version == 3:
+  if version >= 3:
     header = _inflate(r.blob(), zlib.decompressobj(-15, zdict=HEADER_DICTIONARY))
     sections = []
     while r.pos < len(r.data):

@@ -206,16 +206,17 @@ def parse(blob, max_values=DEFAULT_MAX_VALUES):
 
 
 def upgrade(blob, metadata_keys=None):
-  """The bytes of an older file (formats 1-2) rewritten in the current format.
+  """The bytes of an older file (formats 1-3) rewritten in the current format.
 
   Integer latents are kept exactly, EPR decoders snapped onto the format-3 grid
-  (erp.reparam.file_decoder: the weights move by that snapping alone) and
-  recoded; other payloads are copied. metadata_keys: the metadata kept (all).
+  (erp.reparam.file_decoder: the weights move by that snapping alone; a no-op
+  for format 3) and recoded; other payloads are copied. metadata_keys: the
+  metadata kept (all).
   """
   found, payloads, metadata = parse(blob)
   rows = []
   for leaf, payload in zip(found, payloads):
-    if leaf.codec == epr.NAME and leaf.version < 3:
+    if leaf.codec == epr.NAME and leaf.version < container.VERSION:
       values, decoder, _ = epr.read_group(payload, leaf)
       payload = epr.write(values, decoder)[0]
     rows.append((codecs.Leaf(leaf.collection, leaf.path, leaf.codec, leaf.variant, leaf.shape),

@@ -13,6 +13,7 @@ import pytest
 
 import erp
 from erp import container
+from erp import reparam
 from erp import export
 from erp import file as file_lib
 from erp import loader
@@ -171,7 +172,7 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_3_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
+def test_a_format_4_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
   """9 bytes of framing; the header dictionary is part of the format (a changed byte would
   change what every file means), and a LeNet header deflates to a few bytes with it."""
   import hashlib
@@ -181,9 +182,9 @@ def test_a_format_3_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned()
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 3 and sections == [(None, b'')]
+  assert version == 4 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x03' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  assert blob[:5] == container.MAGIC + b'\x04' and blob[5] == len(blob) - 11 and blob[-5] == 0
   inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
@@ -216,3 +217,30 @@ def test_save_refuses_a_diverged_state_and_writes_nothing(tmp_path):
   assert not os.listdir(tmp_path)
   erp.save(tmp_path / 'm.erp', state)
   assert os.listdir(tmp_path) == ['m.erp']
+
+
+def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
+  """Format 4: a 'dft' leaf stores a mask of the spatial frequencies with a nonzero latent
+  and only their steps; a mask that disagrees with the latents is refused."""
+  from erp import codecs
+  from erp.codecs import epr
+  rng = np.random.default_rng(0)
+  values = np.zeros((5, 5, 3, 4), np.int64)
+  values[0, 0] = rng.integers(1, 4, (3, 4))
+  values[2, 3, 1, 2] = -5
+  log_step = np.log(rng.uniform(0.05, 0.5, (5, 5, 1, 1))).astype(np.float32)
+  payload, _ = epr.write(values, {'log_step': log_step})
+  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 4)
+  decoded, decoder, _ = epr.read_group(payload, leaf)
+  np.testing.assert_array_equal(decoded, values)
+  used = [0, 13]  # Frequencies (0, 0) and (2, 3): their steps are the file's grid.
+  snapped = reparam.file_decoder({'log_step': log_step})[0]['log_step'].ravel()
+  np.testing.assert_array_equal(decoder['log_step'].ravel()[used], snapped[used])
+  dense, _ = epr.write(values + 1, {'log_step': log_step})  # Every frequency in use.
+  assert len(dense) - len(payload) >= 20
+  assert payload[:4] == bytes([1, 32, 0, 0])  # Bits 0 and 13, little-endian.
+  for bad, message in [(bytes([1, 32, 0, 2]), 'malformed frequency mask'),
+                       (bytes([1, 64, 0, 0]), 'frequencies with nonzero latents'),
+                       (bytes([1, 0, 0, 0]), '')]:  # One step fewer: the code is read off.
+    with pytest.raises(erp.ErpError, match=message):
+      epr.read_group(bad + payload[4:], leaf)

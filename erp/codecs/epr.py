@@ -1,13 +1,17 @@
 """EPR groups: range-coded integer latents and their decoder (EPR sec. 2).
 
-Format 3 payload of an 'epr' leaf: the decoder on the file's grid
-(erp.reparam.file_decoder: the log step as an integer, for 'dft' leaves [h, w,
-1, 1] one per spatial frequency, each after the first as its difference from
-the one before; a bias's shift as an integer), then the latents' code
-(erp.latent_code: block-adaptive, or a stored table), in coding_order. With
-table='prior' the table is the learned prior's mass at each integer, as the
-paper codes them (EPR sec. 2.3). Formats 1-2 (erp 0.1-0.2) stored float32 decoders and a table
-always; read_group reads both.
+Format 4 payload of an 'epr' leaf: the decoder on the file's grid
+(erp.reparam.file_decoder: the log step as an integer; a bias's shift as an
+integer), then the latents' code (erp.latent_code: block-adaptive, or a stored
+table), in coding_order. A 'dft' leaf [h, w, in, out] has one log step per
+spatial frequency: a bit mask (h * w bits, little-endian bytes) of the
+frequencies with a nonzero latent,
+then their steps, each after the first as its difference from the one before
+(the others multiply only zeros: in trained LeNet5 files about half, ~10 of
+the ~28 bytes of steps). With table='prior' the table is the learned prior's
+mass at each integer, as the paper codes them (EPR sec. 2.3). Format 3 stored
+every step; formats 1-2 (erp 0.1-0.2) float32 decoders and a table always;
+read_group reads them all.
 """
 import numpy as np
 
@@ -61,13 +65,16 @@ def from_coding_order(flat, shape):
 def write(values, decoder, table=None):
   """(payload, stats) of one group: int values [shape], its decoder, and table None (the
   fewest bytes) or (lo, counts)."""
-  values = coding_order(values)
   _, ints = reparam.file_decoder(decoder)
   w = container.Writer()
   steps = np.ravel(ints['log_step'])
-  w.sint(steps[0])
-  for d in np.diff(steps):
+  if np.ndim(ints['log_step']):  # 'dft': the steps of the frequencies in use.
+    used = _used_frequencies(values, np.shape(ints['log_step']))
+    w.raw(np.packbits(used, bitorder='little').tobytes())
+    steps = steps[used]
+  for d in np.diff(steps, prepend=0):
     w.sint(d)
+  values = coding_order(values)
   if 'shift' in ints:
     w.sint(ints['shift'])
   code = latent_code.write(w, values, table)
@@ -80,6 +87,11 @@ def write(values, decoder, table=None):
       'escapes': code['escapes'],
       'zero_fraction': float((values == 0).mean()) if values.size else 0.0,
   }
+
+
+def _used_frequencies(values, step_shape):
+  """bool [h * w]: the spatial frequencies of a 'dft' leaf with a nonzero latent."""
+  return np.asarray(values).reshape(int(np.prod(step_shape)), -1).any(axis=1)
 
 
 def write_latent(latent, decoder, prior_params=None, table='empirical'):
@@ -106,13 +118,26 @@ def read_group(payload, leaf):
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if leaf.variant == 'dft' else ()
   num_steps = int(np.prod(step_shape))
   if leaf.version >= 3:
-    steps = np.cumsum([r.sint(1 << 40) for _ in range(num_steps)]).reshape(step_shape)
-    ints = {'log_step': steps}
+    used = np.ones(num_steps, bool)
+    if leaf.version >= 4 and step_shape:
+      bits = np.unpackbits(np.frombuffer(r.raw(-(-num_steps // 8)), np.uint8),
+                           bitorder='little')
+      if bits[num_steps:].any():
+        raise ErpError(f'{what}: malformed frequency mask')
+      used = bits[:num_steps].astype(bool)
+    steps = np.cumsum([r.sint(1 << 40) for _ in range(int(used.sum()))], dtype=np.int64)
+    # An unused frequency's step multiplies only zeros: any will do (the last used one's).
+    ints = {'log_step': steps[np.maximum(np.cumsum(used) - 1, 0)].reshape(step_shape)
+            if steps.size else np.zeros(step_shape, np.int64)}
     if reparam.has_shift(shape):
       ints['shift'] = r.sint(1 << 40)
     decoder = reparam.decoder_of_ints(ints)
     values, stream = latent_code.read(r, int(np.prod(shape)), what)
     values = from_coding_order(values, shape)
+    if leaf.version >= 4 and step_shape and not np.array_equal(
+        _used_frequencies(values, step_shape), used):
+      raise ErpError(f'{what}: the frequencies with nonzero latents are not those whose '
+                     'steps the file stores')
   else:
     decoder = {'log_step': r.f32(num_steps).reshape(step_shape)}
     if reparam.has_shift(shape):
