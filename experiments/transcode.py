@@ -1,4 +1,4 @@
-"""Rewrites committed erp 0.1-0.2 EPR files in format 3 and measures what changed.
+"""Rewrites committed erp 0.1-0.2 EPR files in the current format and measures what changed.
 
 python experiments/transcode.py [--out experiments/results/format3]
 

@@ -241,6 +241,6 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   assert payload[:4] == bytes([1, 32, 0, 0])  # Bits 0 and 13, little-endian.
   for bad, message in [(bytes([1, 32, 0, 2]), 'malformed frequency mask'),
                        (bytes([1, 64, 0, 0]), 'frequencies with nonzero latents'),
-                       (bytes([1, 0, 0, 0]), '')]:  # One step fewer: the code is read off.
+                       (bytes([1, 0, 0, 0]), None)]:  # One step fewer: the code is read off.
     with pytest.raises(erp.ErpError, match=message):
       epr.read_group(bad + payload[4:], leaf)
