@@ -7,13 +7,13 @@ table is the exporter's kind (12-bit counts plus escape). Reports encode and
 decode throughput and the coded size against the ideal -log2 p.
 """
 import argparse
-import json
-import os
 import time
 
 import numpy as np
 
 from erp import coding
+
+import record as record_lib  # benchmarks/record.py, beside this script.
 
 
 def main():
@@ -41,10 +41,7 @@ def main():
             'decode_symbols_per_s': args.num / decode_s, 'encode_s': encode_s,
             'decode_s': decode_s, 'coded_bits': 8 * len(stream), 'ideal_bits': ideal,
             'overhead_pct': 100 * (8 * len(stream) - ideal) / ideal}
-  print(json.dumps(record))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(record, f, indent=1)
+  record_lib.write(record, args.out)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+import record as record_lib  # benchmarks/record.py, beside this script.
+
 
 def _trial(args, workdir):
   cmd = [sys.executable, '-m', 'erp.train', '--config', args.config, '--workdir', workdir,
@@ -66,10 +68,7 @@ def main():
       'num_bytes': records[-1]['export']['num_bytes'],
       'device': records[-1]['device'], 'cpu_count': os.cpu_count(),
       'jax_version': records[-1]['jax_version'], 'platform': platform.platform()}
-  print(json.dumps(record))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(record, f, indent=1)
+  record_lib.write(record, args.out)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ drift then hits both sides of each ratio alike. Reports the median per-step
 time of each and the median of the per-round ratios; writes the record as JSON.
 """
 import argparse
-import json
 import os
 import platform
 import time
@@ -28,6 +27,8 @@ from erp import config as config_lib
 from erp import data
 from erp import runs
 from erp import train
+
+import record as record_lib  # benchmarks/record.py, beside this script.
 
 
 class Stepper:
@@ -95,10 +96,7 @@ def main():
             'ratio_quartiles': [float(q) for q in np.percentile(ratios, [25, 75])],
             'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),
             'jax_version': jax.__version__, 'platform': platform.platform()}
-  print(json.dumps(record))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(record, f, indent=1)
+  record_lib.write(record, args.out)
 
 
 if __name__ == '__main__':
