@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from erp import priors
+from erp import rate_table
 from erp.priors import bits_of
+
 
 def _fmix32(h):
   """MurmurHash3's 32-bit finalizer: every input bit flips each output bit with p ~ 1/2."""
@@ -48,128 +50,6 @@ def group_bits(latents, prior_params, rng=None):
   return out
 
 
-# The table's points are even in the float32 bit pattern of |x| + TABLE_OFFSET:
-# 2**K points per octave (K mantissa bits kept) from TABLE_OFFSET up to
-# TABLE_OFFSET * 2**TABLE_OCTAVES = 2**20 (beyond, the last segment
-# extrapolates: trained latents stay within +-100), mirrored for x < 0. So the grid is 2**-(4+K) apart near 0, where a
-# sparse layer's spike is, and relatively 2**-K apart in the tails, where bits
-# change slowly; no outlier can coarsen it. A point's index and the position
-# between two points come from the bits with integer shifts and masks: on
-# LeNet-300-100's 235k latents, value and gradient cost ~1/3 of the same
-# interpolation even in asinh(x) (0.15-0.2 ms against 0.55 ms, 2-core CPU).
-TABLE_OFFSET_EXPONENT = -4
-TABLE_OFFSET = 2.0**TABLE_OFFSET_EXPONENT
-TABLE_OCTAVES = 24
-_FLOAT_BIAS, _MANTISSA = 127, 23
-
-
-def table_mantissa_bits(max_points):
-  """K, the most mantissa bits whose table has at most max_points points (>= 2)."""
-  k = 0
-  while 2 * (TABLE_OCTAVES << (k + 1)) + 1 <= max_points:
-    k += 1
-  if 2 * (TABLE_OCTAVES << k) + 1 > max_points:
-    raise ValueError(f'a rate table needs at least {2 * TABLE_OCTAVES + 1} points, '
-                     f'got {max_points}')
-  return k
-
-
-def _table_points(mantissa_bits):
-  """The 2 * TABLE_OCTAVES * 2**K + 1 points, ascending; the middle one is 0."""
-  half = TABLE_OCTAVES << mantissa_bits
-  i = np.arange(half + 1, dtype=np.int64)
-  pattern = ((_FLOAT_BIAS + TABLE_OFFSET_EXPONENT) << _MANTISSA) + (i << (_MANTISSA - mantissa_bits))
-  magnitude = pattern.astype(np.uint32).view(np.float32) - np.float32(TABLE_OFFSET)
-  return jnp.asarray(np.concatenate([-magnitude[:0:-1], magnitude]))
-
-
-def _segments(table):
-  """(bits at each segment's inner end, change to its outer end), each [2M], from table [2M + 1].
-
-  Segment j >= M runs from point j out to j + 1 (x >= 0); j < M from point j + 1
-  out to j (x < 0), so both signs interpolate outward from 0 alike. In-place
-  updates materialize both: otherwise XLA:CPU fuses what computes them (the
-  density, the slicing) into the gathers and recomputes it once per latent
-  (measured on 266k latents: 9.4 ms for the latents' gradient, against 1.1 ms).
-  """
-  half = (table.shape[0] - 1) // 2
-  inner = jnp.concatenate([table[1:half + 1], table[half:-1]])
-  change = jnp.concatenate([table[:half], table[half + 1:]]) - inner
-  return inner.at[0].set(inner[0]), change.at[0].set(change[0])
-
-
-def _value_and_slope(segments, x):
-  """The interpolant at x and its slope d/dx: one pass over x, two gathers."""
-  inner_bits, change_bits = segments
-  half = inner_bits.shape[0] // 2
-  k = int(np.log2(half // TABLE_OCTAVES))
-  first_octave = (_FLOAT_BIAS + TABLE_OFFSET_EXPONENT) << k
-  low_bits = _MANTISSA - k
-  pattern = jax.lax.bitcast_convert_type(jnp.abs(x) + TABLE_OFFSET, jnp.int32)
-  octave_index = pattern >> low_bits
-  i = jnp.clip(octave_index - first_octave, 0, half - 1)  # |x| in [p_i, p_i+1).
-  # Where |x| lies between p_i and p_i+1: the mantissa bits below the kept ones
-  # (beyond the last point, the last segment extrapolates).
-  fraction = ((pattern & ((1 << low_bits) - 1)).astype(jnp.float32) * (1.0 / (1 << low_bits))
-              + (octave_index - first_octave - i).astype(jnp.float32))
-  # 1 / (p_i+1 - p_i) = 2**(K - exponent of p_i): a power of two built from its bits.
-  inverse_gap = jax.lax.bitcast_convert_type(
-      (2 * _FLOAT_BIAS + k - ((i >> k) + _FLOAT_BIAS + TABLE_OFFSET_EXPONENT)) << _MANTISSA,
-      jnp.float32)
-  negative = x < 0
-  j = jnp.where(negative, half - 1 - i, half + i)
-  inner = inner_bits.at[j].get(mode='promise_in_bounds')
-  change = change_bits.at[j].get(mode='promise_in_bounds')
-  return inner + fraction * change, jnp.where(negative, -change, change) * inverse_gap
-
-
-@jax.custom_jvp
-def _interpolate_segments(segments, x):
-  return _value_and_slope(segments, x)[0]
-
-
-@_interpolate_segments.defjvp
-def _interpolate_segments_jvp(primals, tangents):
-  # The slope comes out of the value's own pass, so the gradient is one multiply;
-  # the table is frozen (no gradient to it).
-  segments, x = primals
-  value, slope = _value_and_slope(segments, x)
-  return value, slope * tangents[1]
-
-
-@jax.custom_jvp
-def _slope_only(segments, x):
-  """0, with the gradient of the interpolant's sum over x: the latents' part of the rate
-  when its value comes from elsewhere (fit='rounded'); saves the value's pass over x."""
-  return jnp.zeros((), x.dtype)
-
-
-@_slope_only.defjvp
-def _slope_only_jvp(primals, tangents):
-  segments, x = primals
-  slope = _value_and_slope(segments, x)[1]
-  return jnp.zeros((), x.dtype), (slope * tangents[1]).sum()
-
-
-def _interpolate(table, x):
-  """table [2M + 1] (values at _table_points(K)) linearly interpolated at x."""
-  return _interpolate_segments(_segments(jax.lax.stop_gradient(table)), x)
-
-
-def tabulated_bits(params, x, max_points):
-  """Elementwise bits_of(params, x), linearly interpolated from a table of <= max_points.
-
-  The points are even in the float bits of |x| (TABLE_OFFSET); the gradient
-  to x is the interpolant's slope. On 235k-400k latents a table costs a
-  fraction of evaluating the density at each of them, value and gradient
-  (2-core CPU), and its error is far below the bits' own noise, outliers or
-  not (tests/test_priors.py). Use it with frozen params: the table carries no
-  useful gradient to them.
-  """
-  points = _table_points(table_mantissa_bits(max_points))
-  return _interpolate(bits_of(params, points), x)
-
-
 def _stack(trees):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
@@ -204,7 +84,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     step on CPU). Measured on LeNet5: these priors priced the file's latents at
     1.3-1.7x the bits the coder spent.
   With table_points > 0, the latents' part reads each (frozen) density from a
-  table of at most that many points (tabulated_bits): every group's with
+  table of at most that many points (erp.rate_table): every group's with
   'rounded' (small groups too: one compiled density fewer, which took LeNet-300-
   100's first step from ~22 s to ~17 s on a loaded 2-core CPU), with 'noisy'
   those larger than prior_samples (the smaller ones need the density's
@@ -242,7 +122,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     out.update({n: bits[i] for i, n in enumerate(batched)})
   if tabled:
     frozen = jax.lax.stop_gradient(_stack([prior_params[n] for n in tabled]))
-    points = _table_points(table_mantissa_bits(table_points))
+    points = rate_table.points(rate_table.mantissa_bits(table_points))
     tables = _batched_bits(frozen, jnp.broadcast_to(points, (len(tabled),) + points.shape))
     if fit == 'rounded':
       fit_bits = rounded_bits(latents, prior_params, names, k_sample, prior_samples)
@@ -252,9 +132,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
       # LeNet-300-100's 235k, 2-core CPU).
       tables = tables + 0.0 * jax.lax.stop_gradient(fit_bits.sum())
     for i, n in enumerate(tabled):
-      segments = _segments(tables[i])
-      out[n] = (_slope_only(segments, noisy[n]) if fit == 'rounded'
-                else _interpolate_segments(segments, noisy[n]).sum())
+      segments = rate_table.segments(tables[i])
+      out[n] = (rate_table.slope_only(segments, noisy[n]) if fit == 'rounded'
+                else rate_table.interpolate(segments, noisy[n]).sum())
   for n in large:
     if n not in tabled:
       out[n] = bits_of(jax.lax.stop_gradient(prior_params[n]), noisy[n]).sum()

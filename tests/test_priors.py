@@ -4,6 +4,7 @@ import numpy as np
 import optax
 
 from erp import priors
+from erp import rate_table
 from erp import rate_term
 
 
@@ -66,7 +67,7 @@ def test_tabulated_bits_match_the_density_in_value_and_slope():
   # a table over [min, max] was 8 % off in value and 26 % in slope with it.
   exact_bits, exact_slope = jax.value_and_grad(lambda x: priors.bits_of(params, x).sum())(x)
   table_bits, table_slope = jax.value_and_grad(
-      lambda x: rate_term.tabulated_bits(params, x, 16384).sum())(x)
+      lambda x: rate_table.tabulated_bits(params, x, 16384).sum())(x)
   np.testing.assert_allclose(float(table_bits), float(exact_bits), rtol=1e-4)
   # Slopes are ~0.1-1 bit per latent step; the interpolant's is within 0.01 of them.
   assert float(jnp.abs(table_slope - exact_slope).max()) < 1e-2
