@@ -30,14 +30,15 @@ def _seal(version, header, sections):
 
 
 def _versions(blob):
-  """{version: (header, sections)} of one model in formats 1 (as committed), 2 and 3."""
+  """{version: (header, sections)} of one model in formats 1 (as committed), 2 and the
+  current one (file.upgrade's)."""
   _, header, sections = container.read(blob)
   found, payloads, metadata = file_lib.parse(blob)
   v2 = {'leaves': [[l.collection, l.path, l.codec, l.variant, list(l.shape)] for l in found],
         'metadata': metadata}
-  _, v3, v3_sections = container.read(file_lib.upgrade(blob))
+  version, current, current_sections = container.read(file_lib.upgrade(blob))
   return {1: (header, sections), 2: (v2, [(k, p) for (k, _), p in zip(sections, payloads)]),
-          3: (v3, v3_sections)}
+          version: (current, current_sections)}
 
 
 def _junk(rng):
@@ -94,7 +95,7 @@ def _mutate_sections(rng, sections):
   elif choice == 3:  # Another section's payload.
     s[i] = (kind, s[int(rng.integers(0, len(s)))][1])
   else:  # Another section kind.
-    s[i] = (int(rng.choice([container.GROUP, container.FLOAT, 9])), payload)  # (Format 3: none.)
+    s[i] = (int(rng.choice([container.GROUP, container.FLOAT, 9])), payload)  # (Formats 3-4: none.)
   return s
 
 
