@@ -10,6 +10,7 @@ import math
 
 import ml_collections
 
+from erp import rate_table
 from erp.errors import ErpError
 
 
@@ -197,6 +198,9 @@ def validate(config):
     raise ErpError(f'train.distill_weight must be in [0, 1], got {config.train.distill_weight}')
   if not _number(config, 'train.distill_temperature') > 0:
     raise ErpError('train.distill_temperature must be > 0')
+  _number(config, 'rd.prior_samples')
+  if _number(config, 'rd.rate_table_points'):
+    rate_table.mantissa_bits(config.rd.rate_table_points)  # Refuses too small a table.
   if config.train.distill_weight and not config.train.distill_from:
     raise ErpError('train.distill_weight > 0 needs train.distill_from (a float run of the '
                    'same model)')

@@ -9,13 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp.errors import ErpError
 from erp.priors import bits_of
 
 # The table's points are even in the float32 bit pattern of |x| + TABLE_OFFSET:
 # 2**K points per octave (K mantissa bits kept) from TABLE_OFFSET up to
 # TABLE_OFFSET * 2**TABLE_OCTAVES = 2**20 (beyond, the last segment
-# extrapolates: trained latents stay within +-100), mirrored for x < 0. So the grid is 2**-(4+K) apart near 0, where a
-# sparse layer's spike is, and relatively 2**-K apart in the tails, where bits
+# extrapolates: trained latents stay within +-100), mirrored for x < 0. So the
+# grid is 2**-(4+K) apart near 0, where a sparse layer's spike is, and
+# relatively 2**-K apart in the tails, where bits
 # change slowly; no outlier can coarsen it. A point's index and the position
 # between two points come from the bits with integer shifts and masks: on
 # LeNet-300-100's 235k latents, value and gradient cost ~1/3 of the same
@@ -26,14 +28,17 @@ TABLE_OCTAVES = 24
 _FLOAT_BIAS, _MANTISSA = 127, 23
 
 
+MAX_MANTISSA_BITS = 12  # 4096 points an octave; more would only cost memory.
+
+
 def mantissa_bits(max_points):
-  """K, the most mantissa bits whose table has at most max_points points (>= 2)."""
+  """K, the most mantissa bits (<= MAX_MANTISSA_BITS) whose table has <= max_points points."""
+  if 2 * TABLE_OCTAVES + 1 > max_points:
+    raise ErpError(f'rd.rate_table_points: a rate table needs at least '
+                   f'{2 * TABLE_OCTAVES + 1} points, got {max_points} (0: no table)')
   k = 0
-  while 2 * (TABLE_OCTAVES << (k + 1)) + 1 <= max_points:
+  while k < MAX_MANTISSA_BITS and 2 * (TABLE_OCTAVES << (k + 1)) + 1 <= max_points:
     k += 1
-  if 2 * (TABLE_OCTAVES << k) + 1 > max_points:
-    raise ValueError(f'a rate table needs at least {2 * TABLE_OCTAVES + 1} points, '
-                     f'got {max_points}')
   return k
 
 

@@ -82,6 +82,8 @@ def test_every_config_is_locked(name):
     ({'train.distill_weight': float('nan')}, 'train.distill_weight must be a finite'),
     ({'train.distill_weight': 0.5}, 'needs train.distill_from'),
     ({'train.distill_temperature': 0.0}, 'train.distill_temperature must be > 0'),
+    ({'rd.rate_table_points': 10}, 'a rate table needs at least 49 points'),
+    ({'rd.prior_samples': -1}, 'rd.prior_samples must be'),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):
   from erp.config import validate
@@ -95,4 +97,5 @@ def test_settings_that_would_train_something_else_are_refused(overrides, message
   c.rd.enabled, c.rd.lmbda, c.optim.lr, c.train.num_epochs = True, 0.1, 1e-3, 1
   c.data.threads, c.data.workers = 2, 0
   c.train.distill_weight, c.train.distill_temperature = 0.0, 1.0
+  c.rd.rate_table_points, c.rd.prior_samples = 4096, 16384
   validate(c)
