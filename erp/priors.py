@@ -86,8 +86,8 @@ def probability_mass(params, x):
                logits_cumulative(params, x + 0.5))
 
 
-def integer_masses(params, lowest, num):
-  """probability_mass at the integers lowest .. lowest + num - 1 (concrete ints).
+def integer_grid_bits(params, lowest, num):
+  """bits_of at the integers lowest .. lowest + num - 1 (concrete ints).
 
   The cumulative is evaluated once on the num + 1 half-integers between them,
   each shared by two neighbours: half probability_mass's graph, which halves
@@ -95,7 +95,8 @@ def integer_masses(params, lowest, num):
   training step's compile on CPU.
   """
   edges = logits_cumulative(params, jnp.arange(num + 1, dtype=jnp.float32) + (lowest - 0.5))
-  return _mass(params, jnp.arange(num, dtype=jnp.float32) + lowest, edges[:-1], edges[1:])
+  return _bits_of_mass(
+      _mass(params, jnp.arange(num, dtype=jnp.float32) + lowest, edges[:-1], edges[1:]))
 
 
 def _mass(params, x, lower, upper):
@@ -141,8 +142,11 @@ def _tail(params):
 
 def bits_of(params, x):
   """Elementwise -log2 p(x) under one density (x: latents, or latents + noise)."""
-  p = jnp.maximum(probability_mass(params, x), MIN_PROBABILITY)
-  return -jnp.log2(p)
+  return _bits_of_mass(probability_mass(params, x))
+
+
+def _bits_of_mass(p):
+  return -jnp.log2(jnp.maximum(p, MIN_PROBABILITY))
 
 
 _probability_mass = jax.jit(probability_mass)

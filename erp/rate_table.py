@@ -119,11 +119,6 @@ def _slope_only_jvp(primals, tangents):
   return jnp.zeros((), x.dtype), (slope * tangents[1]).sum()
 
 
-def _interpolate(table, x):
-  """table [2M + 1] (values at points(K)) linearly interpolated at x."""
-  return interpolate(segments(jax.lax.stop_gradient(table)), x)
-
-
 def tabulated_bits(params, x, max_points):
   """Elementwise bits_of(params, x), linearly interpolated from a table of <= max_points.
 
@@ -134,5 +129,5 @@ def tabulated_bits(params, x, max_points):
   not (tests/test_priors.py). Use it with frozen params: the table carries no
   useful gradient to them.
   """
-  at = points(mantissa_bits(max_points))
-  return _interpolate(bits_of(params, at), x)
+  table = jax.lax.stop_gradient(bits_of(params, points(mantissa_bits(max_points))))
+  return interpolate(segments(table), x)

@@ -118,8 +118,9 @@ def read_group(payload, leaf):
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if leaf.variant == 'dft' else ()
   num_steps = int(np.prod(step_shape))
   if leaf.version >= 3:
+    masked = leaf.version >= 4 and bool(step_shape)  # Steps of the frequencies in use only.
     used = np.ones(num_steps, bool)
-    if leaf.version >= 4 and step_shape:
+    if masked:
       bits = np.unpackbits(np.frombuffer(r.raw(-(-num_steps // 8)), np.uint8),
                            bitorder='little')
       if bits[num_steps:].any():
@@ -134,8 +135,7 @@ def read_group(payload, leaf):
     decoder = reparam.decoder_of_ints(ints)
     values, stream = latent_code.read(r, int(np.prod(shape)), what)
     values = from_coding_order(values, shape)
-    if leaf.version >= 4 and step_shape and not np.array_equal(
-        _used_frequencies(values, step_shape), used):
+    if masked and not np.array_equal(_used_frequencies(values, step_shape), used):
       raise ErpError(f'{what}: the frequencies with nonzero latents are not those whose '
                      'steps the file stores')
   else:
