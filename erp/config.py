@@ -90,9 +90,12 @@ def base_config():
   c.prune.lr = 1e-3
   c.prune.rel_step = 0.5  # Quantization step / std of the surviving weights.
   c.surp = ml_collections.ConfigDict()
-  c.surp.sparsity = 0.95  # Fraction of each kernel's weights left at zero.
-  c.surp.beta_scale = 1.0  # beta = beta_scale * ln(n): ~beta candidates per threshold.
-  c.surp.rounds = 3  # Prune-and-retrain rounds, density (1 - sparsity)**(r / rounds).
+  c.surp.sparsity = 0.95  # Fraction of each kernel's weights (scope 'layer'), or of all
+  c.surp.scope = 'layer'  # weights under one threshold ('global': the authors' SuRP).
+  c.surp.beta_scale = 1.0  # 'layer': beta = beta_scale * ln(n), ~beta candidates per threshold.
+  c.surp.alpha = 10.0  # 'global': threshold = alpha * mean magnitude at start and each reset.
+  c.surp.rounds = 3  # Prune-and-retrain rounds, density (1 - sparsity)**(r / rounds);
+  # 0: the authors' stages (sparsity 0.2, 0.36, ... 0.89, 0.92, 0.94, 0.96, ... up to it).
   c.surp.retrain_epochs = 4  # Per round.
   c.surp.lr = 1e-3
   c.surp.refine = 0.0  # Extra refinement iterations, as a fraction of those to reach sparsity.

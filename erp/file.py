@@ -197,7 +197,7 @@ def parse(blob, max_values=DEFAULT_MAX_VALUES):
       raise ErpError(f'leaf {leaf.name}: codec {leaf.codec!r} does not match its section')
   # Before anything is allocated: tiny files cannot demand huge models.
   total = sum(math.prod(leaf.shape) for leaf in found)
-  total += sum(codecs.work(payload, leaf) for leaf, (_, payload) in zip(found, sections))
+  total += codecs.work(found, [payload for _, payload in sections])
   budget = min(max(MIN_VALUE_BUDGET, VALUES_PER_BYTE * len(blob)), max_values)
   if total > budget:
     raise ErpError(f'the file declares {total} values in {len(blob)} bytes, more than erp '
@@ -231,8 +231,7 @@ def decode_bytes(blob, max_values=DEFAULT_MAX_VALUES):
   found, payloads, metadata = parse(blob, max_values)
   flat = {}
   try:
-    for leaf, payload in zip(found, payloads):
-      value = codecs.read(payload, leaf)
+    for leaf, value in zip(found, codecs.read_all(found, payloads)):
       if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
         raise ErpError(f'leaf {leaf.name} decodes to non-finite values')
       flat.setdefault(leaf.collection, {})[leaf.path] = value

@@ -17,13 +17,12 @@ def leaf_rows(path):
   blob = file_lib.read_file(path)
   found, payloads, metadata = file_lib.parse(blob)
   rows = []
-  for leaf, payload in zip(found, payloads):
-    codec = codecs.get(leaf.codec)
+  values = codecs.read_all(found, payloads)  # Full validation of every leaf.
+  for leaf, payload, value in zip(found, payloads, values):
     row = {'path': leaf.name, 'shape': list(leaf.shape),
            'codec': f'{leaf.codec}:{leaf.variant}' if leaf.variant else leaf.codec,
            'section_bytes': len(payload)}
-    value = codecs.read(payload, leaf)  # Full validation of every leaf.
-    row.update(codec.describe(payload, leaf, value))
+    row.update(codecs.get(leaf.codec).describe(payload, leaf, value))
     rows.append(row)
   return metadata, rows, len(blob)
 

@@ -32,6 +32,15 @@ def distilled(train):
   return f' +kd(w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
 
 
+def surp_setting(s):
+  """SuRP's knobs: per-layer (ours) or global (the authors'), the stages, the refinement."""
+  if s.get('scope', 'layer') == 'global':
+    stages = 'authors\' stages' if s['rounds'] == 0 else f'{s["rounds"]} rounds'
+    return (f'sparsity={s["sparsity"]:g} global α={s["alpha"]:g} {stages}×'
+            f'{s["retrain_epochs"]} ep refine={s["refine"]:g}')
+  return f'sparsity={s["sparsity"]:g} β={s["beta_scale"]:g}·ln n refine={s["refine"]:g}'
+
+
 def setting(r):
   """The knob that sets a run's rate: lambda for EPR, the step/sparsity for baselines."""
   c = r['config']
@@ -45,8 +54,7 @@ def setting(r):
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'
                         f' step={c["prune"]["rel_step"]:g}σ'),
-      'surp': lambda: (f'sparsity={c["surp"]["sparsity"]:g} β={c["surp"]["beta_scale"]:g}·ln n '
-                       f'refine={c["surp"]["refine"]:g}'),
+      'surp': lambda: surp_setting(c['surp']),
       'miracle': lambda: (f'{c["miracle"]["bits"]} bits/{c["miracle"]["block_size"]} vars, '
                           f'≤{c["miracle"]["max_vars"]} vars/leaf'),
   }.get(r['method'], lambda: '')()

@@ -21,6 +21,7 @@ from erp import file as file_lib
 from erp.codecs import epr
 from erp.codecs import miracle
 from erp.codecs import surp
+from erp.codecs import surp_global
 
 BUDGET = file_lib.DEFAULT_MAX_VALUES
 
@@ -65,11 +66,9 @@ def epr_dft():
   return _file([_zeros_epr('dft', (3, 3, 64, BUDGET // 576))], BUDGET // file_lib.VALUES_PER_BYTE)
 
 
-def surp_iterations():
-  """One SuRP leaf whose iterations (gap 1, costing ~0 bits each) fill the budget."""
-  n = 1 << 20
-  num_gaps = (BUDGET - n) // surp.WORK_PER_ITERATION
-  w = container.Writer().f32([1.0, 4.0]).varint(num_gaps)
+def _surp_code(w, num_gaps):
+  """Appends a magnitude code of num_gaps iterations, gap 1 (~0 bits each), to Writer w."""
+  w.f32([1.0, 4.0]).varint(num_gaps)
   lengths = np.ones(num_gaps, np.int64)
   lengths[0] = 0  # The first is a refresh.
   coding.write_coded(w, lengths, *coding.empirical_table(lengths))
@@ -77,9 +76,26 @@ def surp_iterations():
   refreshes = np.array([1], np.int64)
   w.varint(1)
   coding.write_coded(w, refreshes, *coding.empirical_table(refreshes))
+  return w
+
+
+def surp_iterations():
+  """One SuRP leaf whose iterations fill the budget."""
+  n = 1 << 20
+  w = _surp_code(container.Writer(), (BUDGET - n) // surp.WORK_PER_ITERATION)
   w.blob(b'\0' * (n // 8))
   row = file_lib.coded_row('w', surp.NAME, '', (n,), w.getvalue())
   return _file([row], BUDGET // file_lib.VALUES_PER_BYTE)
+
+
+def surp_global_iterations():
+  """Two global-SuRP leaves whose shared code's iterations fill the budget."""
+  n = 1 << 19
+  first = _surp_code(container.Writer().varint(1), (BUDGET - 2 * n) // surp.WORK_PER_ITERATION)
+  rows = [file_lib.coded_row(name, surp_global.NAME, '', (n,),
+                             w.f32([1.0]).blob(b'\0' * (n // 8)).getvalue())
+          for name, w in (('a', first), ('b', container.Writer().varint(0)))]
+  return _file(rows, BUDGET // file_lib.VALUES_PER_BYTE)
 
 
 def miracle_block_sizes():
@@ -124,6 +140,7 @@ def surp_over_budget():
 
 
 BUILDERS = {f.__name__: f for f in (epr_affine, epr_dft, epr_adaptive, surp_iterations,
+                                    surp_global_iterations,
                                     miracle_block_sizes,
                                     miracle_large, many_leaves, over_budget,
                                     surp_over_budget)}

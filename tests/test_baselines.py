@@ -127,9 +127,30 @@ def test_surp_file_is_pruned_retrained_and_decodes(float_run, tmp_path):
   assert header['metadata']['method'] == 'surp'
   assert [leaf[2] for leaf in header['leaves'] if leaf[1].endswith('kernel')] == ['surp'] * 3
   # The code keeps what retraining reached (one short round here: a few points lost).
-  assert result['export']['error_pct'] < result['retrained_error_pct'] + 1.0
+  assert result['export']['val_error_pct'] < result['retrained_val_error_pct'] + 1.0
   assert result['export']['error_pct'] < float_result['test_error_pct'] + 5.0
   assert result['export']['num_bytes'] < 266_610  # Under 8 bits per weight.
+
+
+def test_global_surp_spreads_one_sparsity_over_all_leaves(float_run, tmp_path):
+  from erp.baselines import surp
+  config, float_result = float_run
+  s = config.surp
+  s.scope, s.sparsity, s.rounds, s.retrain_epochs, s.refine = 'global', 0.3, 0, 1, 0.0
+  assert surp.stages(s) == pytest.approx([0.2, 0.3])  # The authors' stages, up to 0.3.
+  result = surp.run(config, str(tmp_path))
+  _, header, _ = container.read((tmp_path / 'model.erp').read_bytes())
+  assert {leaf[2] for leaf in header['leaves']} == {'surp_global'}  # Biases too.
+  _, variables, _ = erp.load(str(tmp_path / 'model.erp'))
+  values = {path: np.asarray(v) for path, v in _flat(variables['params']).items()}
+  zeros = sum(int((v == 0).sum()) for v in values.values())
+  size = sum(v.size for v in values.values())
+  assert abs(zeros / size - 0.3) < 0.005 and result['zero_fraction'] == zeros / size
+  # One threshold over L2-normalized tensors: the 235k-weight kernel, whose normalized
+  # weights are small, is pruned far more than the 1k-weight output kernel.
+  layer_zeros = {p[0]: (v == 0).mean() for p, v in values.items() if p[-1] == 'kernel'}
+  assert layer_zeros['Dense_0'] > 0.3 > layer_zeros['Dense_2'] + 0.1, layer_zeros
+  assert result['export']['error_pct'] < float_result['test_error_pct'] + 2.0
 
 
 def test_miracle_file_is_the_sent_indices_and_decodes(float_run, tmp_path):

@@ -40,7 +40,7 @@ def hostile_dir(tmp_path_factory):
 
 @pytest.mark.parametrize('name,expect', [
     ('epr_affine', 'loaded'), ('epr_dft', 'loaded'), ('epr_adaptive', 'loaded'),
-    ('surp_iterations', 'loaded'),
+    ('surp_iterations', 'loaded'), ('surp_global_iterations', 'loaded'),
     ('miracle_block_sizes', 'loaded'), ('miracle_large', 'loaded'), ('many_leaves', 'loaded'),
     ('over_budget', 'refused'), ('surp_over_budget', 'refused')])
 def test_worst_case_file_is_bounded(hostile_dir, name, expect):

@@ -200,15 +200,15 @@ def run(config, workdir):
   trainable, frozen = init_state(config, flat, layouts)
   batch_stats = dict(variables.get('batch_stats', {}))
   train_x, train_y = data.load_split(config.data, 'train')
-  test = data.source(config.data, 'test')
+  val = data.source(config.data, 'val')  # Progress is watched on val; test is the file's, once.
   images, labels = jnp.asarray(train_x), jnp.asarray(train_y)
   predict = evaluate.make_predict(model, ds)
 
-  def test_error_at_means():
+  def val_error_at_means():
     v = {'params': mean_params(trainable, frozen, statics, shapes)}
     if batch_stats:
       v['batch_stats'] = batch_stats
-    return evaluate.error_pct(predict, v, test)
+    return evaluate.error_pct(predict, v, val)
 
   tx = optax.adam(m.lr)
   opt_state = tx.init(trainable)
@@ -233,13 +233,13 @@ def run(config, workdir):
   for epoch in range(m.pretrain_epochs + m.kl_epochs):
     kl_on = epoch >= m.pretrain_epochs
     metrics = train_steps(steps_per_epoch, kl_on, True)
-    record = {'epoch': epoch + 1, 'kl': kl_on, 'test_error_pct_at_means': test_error_at_means(),
+    record = {'epoch': epoch + 1, 'kl': kl_on, 'val_error_pct_at_means': val_error_at_means(),
               **{k: float(v) for k, v in metrics.items()}}
     log.append(record)
     print(f'miracle epoch {epoch + 1}: ce {record["ce"]:.4f} KL {record["kl_bits"]:.0f} bits, '
-          f'test error at means {record["test_error_pct_at_means"]:.2f}% '
+          f'val error at means {record["val_error_pct_at_means"]:.2f}% '
           f'({time.time() - start:.0f} s)', flush=True)
-  trained_error = test_error_at_means()
+  trained_error = val_error_at_means()
   kl_bits_before = {p: float(block_kl(trainable, p).sum() / np.log(2.0)) for p in shapes}
 
   # Encoding: sigma_p fixed from here on, at the float32 value the file stores.
@@ -277,7 +277,7 @@ def run(config, workdir):
     rows.append(file_lib.coded_row(path, random_code.NAME, '', shapes[path], payload))
   blocks = sum(l['num_blocks'] for l in layouts.values())
   return common.finish(config, workdir, METHOD, rows, batch_stats, {
-      'float_run': config.init_from, 'trained_error_pct_at_means': trained_error,
+      'float_run': config.init_from, 'trained_val_error_pct_at_means': trained_error,
       'num_blocks': blocks, 'index_bits': blocks * m.bits,
       'num_variables': sum(l['num_vars'] for l in layouts.values()),
       'kl_bits_before_encoding': kl_bits_before, 'epochs': log}, start)

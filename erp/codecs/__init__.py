@@ -6,8 +6,11 @@ A codec module defines NAME, SECTION (the container section kind it writes),
 read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf,
 value) -> {stats}, value being what read decoded, and optionally work(payload,
 leaf) -> the number of values its decoding allocates beyond the leaf's own (read
-from the section's first bytes, before decoding). Adding a method is one module
-here (and a line in CODECS) plus its training procedure.
+from the section's first bytes, before decoding). A codec whose leaves share one
+code (surp_global) defines read_joint(payloads, leaves) and work_joint instead of
+read and work: all its leaves of a file are decoded together, in file order.
+Adding a method is one module here (and a line in CODECS) plus its training
+procedure.
 """
 import dataclasses
 
@@ -15,9 +18,10 @@ from erp.codecs import epr
 from erp.codecs import float as float_codec
 from erp.codecs import miracle
 from erp.codecs import surp
+from erp.codecs import surp_global
 from erp.errors import ErpError
 
-CODECS = {m.NAME: m for m in (epr, float_codec, surp, miracle)}
+CODECS = {m.NAME: m for m in (epr, float_codec, surp, surp_global, miracle)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +46,35 @@ def get(name):
   return CODECS[name]
 
 
-def read(payload, leaf):
-  """The decoded array of one leaf's section."""
-  return get(leaf.codec).read(payload, leaf)
+def _by_codec(leaves, payloads):
+  """(single [(index, codec)], joint {codec: [index]}): how a file's leaves are decoded."""
+  single, joint = [], {}
+  for i, leaf in enumerate(leaves):
+    codec = get(leaf.codec)
+    if hasattr(codec, 'read_joint'):
+      joint.setdefault(codec, []).append(i)
+    else:
+      single.append((i, codec))
+  return single, joint
 
 
-def work(payload, leaf):
-  """Values a leaf's decoding allocates beyond leaf.shape (0 for most codecs)."""
-  codec = get(leaf.codec)
-  return codec.work(payload, leaf) if hasattr(codec, 'work') else 0
+def read_all(leaves, payloads):
+  """The decoded arrays of a file's leaves, in order."""
+  single, joint = _by_codec(leaves, payloads)
+  out = [None] * len(leaves)
+  for i, codec in single:
+    out[i] = codec.read(payloads[i], leaves[i])
+  for codec, index in joint.items():
+    for i, value in zip(index, codec.read_joint([payloads[i] for i in index],
+                                                [leaves[i] for i in index])):
+      out[i] = value
+  return out
+
+
+def work(leaves, payloads):
+  """Values the decoding of a file's leaves allocates beyond their shapes (0 for most codecs)."""
+  single, joint = _by_codec(leaves, payloads)
+  total = sum(codec.work(payloads[i], leaves[i]) for i, codec in single
+              if hasattr(codec, 'work'))
+  return total + sum(codec.work_joint([payloads[i] for i in index], [leaves[i] for i in index])
+                     for codec, index in joint.items())

@@ -74,15 +74,20 @@ def _find_next(residual, pos, threshold, chunk):
   return -1
 
 
-def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
+def encode_magnitudes(x, num_nonzero, beta, extra=0.0, alpha=None):
   """(gaps int64 [k], refresh steps int64 [r]) describing x (>= 0, summing to 1).
 
   Iterates until num_nonzero weights are nonzero, then extra * (iterations so
-  far) more refinement iterations. gaps[k] = 0 marks a refresh.
+  far) more refinement iterations. gaps[k] = 0 marks a refresh. alpha None:
+  a refresh matches the tail (above); else it lowers the threshold to alpha *
+  the mean nonzero residual, alpha shrinking by 0.9 every 20 refreshes, at
+  least one step after the first (the authors' reset, erp.codecs.surp_global).
   """
   n = x.size
   if not 0 < beta < n:
     raise ValueError(f'need 0 < beta < n = {n}, got {beta}')
+  if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f'need alpha > 0, got {alpha}')
   residual = np.asarray(x, np.float64).copy()
   is_sent = np.zeros(n, bool)
   rank = min(int(np.ceil(beta)), n)
@@ -100,9 +105,14 @@ def encode_magnitudes(x, num_nonzero, beta, extra=0.0):
       positive = residual[residual > 0]
       if not positive.size:
         break  # Nothing left to describe.
-      k = min(rank, positive.size)
-      target = np.partition(positive, positive.size - k)[positive.size - k]
-      j = int(np.floor(REFRESH_STEPS * np.log2(threshold / target))) + 1
+      if alpha is None:
+        k = min(rank, positive.size)
+        target = np.partition(positive, positive.size - k)[positive.size - k]
+        j = int(np.floor(REFRESH_STEPS * np.log2(threshold / target))) + 1
+      else:
+        target = alpha * 0.9**(len(refreshes) // 20) * positive.mean()
+        j = int(np.ceil(REFRESH_STEPS * np.log2(threshold / target)))
+        j = max(j, 1) if refreshes else j
       gaps.append(0)
       refreshes.append(j)
       refresh_total, steps = refresh_total + j, 0
@@ -176,6 +186,45 @@ def _bit_length(v):
   return np.where(v > 0, np.floor(np.log2(np.maximum(v, 1))).astype(np.int64) + 1, 0)
 
 
+def write_magnitudes(out, l1, beta, gaps, refreshes):
+  """Appends the magnitude code to a container.Writer: f32 l1 and beta, the gaps, the refreshes."""
+  lengths = _bit_length(gaps)
+  out.f32([l1, beta]).varint(len(gaps))
+  coding.write_coded(out, lengths, *coding.empirical_table(lengths))
+  out.blob(_pack_low_bits(gaps))
+  out.varint(len(refreshes))
+  coding.write_coded(out, refreshes, *coding.empirical_table(refreshes))
+
+
+def read_magnitudes(r, n, what):
+  """(l1, x float64 [n]) of write_magnitudes's code, read from a container.Reader."""
+  l1, beta, num_gaps = read_head(r, n)
+  lengths, _ = coding.read_coded(r, num_gaps, what)
+  if np.any(lengths < 0) or np.any(lengths > n.bit_length()):
+    raise ErpError(f'{what}: gap length out of range')
+  gaps = _unpack_low_bits(lengths, r.blob())
+  refreshes, _ = coding.read_coded(r, r.varint(num_gaps), what)
+  if not (np.isfinite(l1) and l1 >= 0 and np.isfinite(beta) and 0 < beta < max(n, 1)):
+    raise ErpError(f'{what}: invalid norm {l1} or beta {beta}')
+  return l1, decode_magnitudes(n, beta, gaps, refreshes) if num_gaps else np.zeros(n)
+
+
+def signs_blob(w, x):
+  """One bit per nonzero of x (in index order): whether w is negative there."""
+  return np.packbits(np.asarray(w)[np.flatnonzero(x)] < 0).tobytes()
+
+
+def apply_signs(x, blob, what):
+  """x with the signs of signs_blob applied (float64)."""
+  nonzero = np.flatnonzero(x)
+  if len(blob) != (len(nonzero) + 7) // 8:
+    raise ErpError(f'{what}: {len(blob)} bytes of signs for {len(nonzero)} nonzero weights')
+  negative = np.unpackbits(np.frombuffer(blob, np.uint8))[:len(nonzero)].astype(bool)
+  out = np.zeros(x.size)
+  out[nonzero] = np.where(negative, -x[nonzero], x[nonzero])
+  return out
+
+
 def encode_tensor(w, sparsity, beta, extra=0.0):
   """(payload bytes, stats) of a weight tensor coded to the given sparsity."""
   w = np.asarray(w, np.float32).ravel()
@@ -188,48 +237,28 @@ def encode_tensor(w, sparsity, beta, extra=0.0):
     gaps, refreshes = encode_magnitudes(np.abs(w.astype(np.float64)) / float(l1), num_nonzero,
                                       beta, extra)
   x = decode_magnitudes(w.size, beta, gaps, refreshes)
-  nonzero = np.flatnonzero(x)
-  lengths = _bit_length(gaps)
-  out = container.Writer().f32([l1, beta]).varint(len(gaps))
-  lo, counts = coding.empirical_table(lengths)
-  coding.write_coded(out, lengths, lo, counts)
-  out.blob(_pack_low_bits(gaps))
-  out.varint(len(refreshes))
-  coding.write_coded(out, refreshes, *coding.empirical_table(refreshes))
-  out.blob(np.packbits(w[nonzero] < 0).tobytes())
+  out = container.Writer()
+  write_magnitudes(out, l1, beta, gaps, refreshes)
+  out.blob(signs_blob(w, x))
   payload = out.getvalue()
   return payload, {'iterations': int((gaps > 0).sum()), 'refreshes': len(refreshes),
-                   'nonzero': len(nonzero), 'payload_bytes': len(payload)}
+                   'nonzero': int(np.count_nonzero(x)), 'payload_bytes': len(payload)}
 
 
 def decode_tensor(payload, shape, what='surp group'):
   """float32 [shape] from encode_tensor's payload."""
   n = int(np.prod(shape))
   r = container.Reader(payload, what)
-  l1, beta, num_gaps = _read_head(r, n)
-  lengths, _ = coding.read_coded(r, num_gaps, what)
-  if np.any(lengths < 0) or np.any(lengths > n.bit_length()):
-    raise ErpError(f'{what}: gap length out of range')
-  gaps = _unpack_low_bits(lengths, r.blob())
-  refreshes, _ = coding.read_coded(r, r.varint(num_gaps), what)
+  l1, x = read_magnitudes(r, n, what)
   signs = r.blob()
   r.done()
-  if not (np.isfinite(l1) and l1 >= 0 and np.isfinite(beta) and 0 < beta < max(n, 1)):
-    raise ErpError(f'{what}: invalid norm {l1} or beta {beta}')
-  x = decode_magnitudes(n, beta, gaps, refreshes) if num_gaps else np.zeros(n)
-  nonzero = np.flatnonzero(x)
-  if len(signs) != (len(nonzero) + 7) // 8:
-    raise ErpError(f'{what}: {len(signs)} bytes of signs for {len(nonzero)} nonzero weights')
-  negative = np.unpackbits(np.frombuffer(signs, np.uint8))[:len(nonzero)].astype(bool)
-  w = np.zeros(n)
-  w[nonzero] = np.where(negative, -x[nonzero], x[nonzero]) * l1
-  return w.astype(np.float32).reshape(shape)
+  return (apply_signs(x, signs, what) * l1).astype(np.float32).reshape(shape)
 
 
 WORK_PER_ITERATION = 4  # Decoding holds ~80 bytes per iteration, four values' worth.
 
 
-def _read_head(r, n):
+def read_head(r, n):
   """(||w||_1, beta, iterations) at the start of a section, iterations bounded per weight."""
   l1, beta = (float(v) for v in r.f32(2))
   return l1, beta, r.varint(MAX_ITERATIONS_PER_WEIGHT * max(n, 1))
@@ -238,7 +267,7 @@ def _read_head(r, n):
 def work(payload, leaf):
   """The iterations the section declares, in values (erp.file's budget), before decoding."""
   reader = container.Reader(payload, f'surp group {leaf.path}')
-  return WORK_PER_ITERATION * _read_head(reader, math.prod(leaf.shape))[2]
+  return WORK_PER_ITERATION * read_head(reader, math.prod(leaf.shape))[2]
 
 
 def read(payload, leaf):
