@@ -1,7 +1,7 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Formats 3 and 4 (4 is what write produces; all integers unsigned LEB128 varints;
-they differ only inside EPR payloads, erp.codecs.epr):
+Formats 3-5 (5 is what write produces; all integers unsigned LEB128 varints;
+they differ only inside EPR payloads, erp.codecs.epr and erp.latent_code):
 
     magic b'\x89ERP'  version:u8  length header[length]  (length payload[length])*
     crc32 of every byte before it:u32le
@@ -26,8 +26,8 @@ from erp.errors import ErpError
 from erp.header_dictionary import HEADER_DICTIONARY
 
 MAGIC = b'\x89ERP'
-VERSION = 4  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3, 4)
+VERSION = 5  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4, 5)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.

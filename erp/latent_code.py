@@ -1,25 +1,40 @@
-"""The code of one group's integers in a format-3 file: their range, escapes and stream.
+"""The code of one group's integers in a format-3+ file: their range, escapes and stream.
 
     head:varint = K << 5 | escape << 4 | mode    lo:sint
     [mode TABLE: K + 1 counts:varint]            [escape: count:varint, values:sint*]
     stream: the rest of the section
 
-Symbols 0..K-1 are the values lo..lo+K-1; symbol K (always in a table, else
-only with escape) stands for a value outside that range, stored raw. mode 0..7 codes the symbols
+Values are coded in Fortran order (first axis fastest): a dense kernel [in, out]
+unit by unit, a 'dft' kernel [frequency, in, out] frequencies fastest, so the
+stream's statistics do not drift and adaptive coding needs no stored table
+(measured on the 37 LeNet files of erp 0.3: 33 % less side information). Symbols 0..K-1 are the
+values lo..lo+K-1; symbol K (always in a table, else only with escape) stands
+for a value outside that range, stored raw. mode 0..7 codes the symbols
 block-adaptively with alpha = 2**-mode (erp.adaptive, nothing stored); TABLE
 with a stored integer table (erp.coding). The writer prices every central
 range, alpha and the table, and keeps the fewest bytes: a table only pays
 when the symbols change statistics along the tensor (measured: LeNet-300-100's
 first layer, whose border pixels' rows are all zero). A group of one value
 costs its head and lo, and no stream.
+
+    mode ACTIVE (format 5; head = ACTIVE, no lo): blob(code of the masks), code of the block
+
+Trained EPR kernels are sparse along whole rows and columns (a LeNet5 file at
+1.2 KB: 131 of fc1's 800 inputs and 63 of its 500 units carry a nonzero). ACTIVE
+stores, for every axis, the mask of the indices whose slice holds a nonzero
+(the masks' 0/1 concatenated, coded as above), then the block those masks cut
+out, coded as above; the zeros outside it cost nothing. The writer takes it
+when it is the fewer bytes (measured: 10-11 % of the committed LeNet files).
 """
 import numpy as np
 
 from erp import adaptive
 from erp import coding
+from erp import container
 from erp.errors import ErpError
 
 TABLE = 8
+ACTIVE = 9
 TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
 
 
@@ -48,23 +63,49 @@ def _candidates(values):
     yield fixed + int(coding.varint_bytes(counts).sum()) + bits / 8, lo, k, escaped, TABLE, counts
 
 
-def write(writer, values, table=None):
-  """Appends the code of int values (any shape) to a container.Writer.
+def _flat_bytes(values):
+  return min(c[0] for c in _candidates(values)) if values.size else 2
+
+
+def active_masks(values):
+  """[bool [n_axis]] per axis: the indices whose slice of values holds a nonzero."""
+  nonzero = np.asarray(values) != 0
+  return [nonzero.any(axis=tuple(a for a in range(nonzero.ndim) if a != axis))
+          for axis in range(nonzero.ndim)]
+
+
+def write(writer, values, table=None, active=True):
+  """Appends the code of int values (any shape, Fortran order) to a container.Writer.
 
   table: None (the writer picks the fewest bytes) or (lo, counts), a stored
   table to use, escape symbol last (e.g. the learned prior's, erp.codecs.epr).
-  Returns {'stream': bytes, 'mode': 0..7 or TABLE, 'num_symbols', 'escapes'}.
+  active=False: never ACTIVE (what an ACTIVE code holds). Returns {'stream':
+  bytes after the head, 'mode': 0..7, TABLE or ACTIVE, 'num_symbols', 'escapes'}.
   """
-  values = np.asarray(values, np.int64).ravel()
-  if not values.size:
+  values = np.asarray(values, np.int64)
+  flat = values.ravel(order='F')
+  best = min(_candidates(flat), key=lambda c: c[0]) if table is None and flat.size else None
+  if active and best is not None:
+    masks = active_masks(values)
+    block = values[np.ix_(*masks)].ravel(order='F')
+    flags = np.concatenate(masks).astype(np.int64)
+    if _flat_bytes(flags) + _flat_bytes(block) + 3 < best[0]:
+      start = len(writer.buf)
+      writer.varint(ACTIVE)
+      inner = container.Writer()
+      write(inner, flags, active=False)
+      writer.blob(inner.getvalue())
+      code = write(writer, block, active=False)
+      return dict(code, stream=bytes(writer.buf[start + 1:]), mode=ACTIVE)
+  if not flat.size:
     writer.varint(0).sint(0)
     return {'stream': b'', 'mode': 0, 'num_symbols': 0, 'escapes': 0}
   if table is None:
-    _, lo, k, escaped, mode, counts = min(_candidates(values), key=lambda c: c[0])
+    _, lo, k, escaped, mode, counts = best
   else:
     lo, counts = int(table[0]), np.asarray(table[1], np.int64)
     k, mode = len(counts) - 1, TABLE
-    escaped = coding.to_indices(values, lo, len(counts))[1]
+    escaped = coding.to_indices(flat, lo, len(counts))[1]
   escape = len(escaped) > 0
   writer.varint(k << 5 | escape << 4 | mode).sint(lo)
   if mode == TABLE:
@@ -74,7 +115,7 @@ def write(writer, values, table=None):
     writer.varint(len(escaped))
     for v in escaped:
       writer.sint(v)
-  stream = _encode(values, lo, k, escape, mode, counts)
+  stream = _encode(flat, lo, k, escape, mode, counts)
   writer.raw(stream)
   return {'stream': stream, 'mode': mode, 'num_symbols': k + (escape or mode == TABLE),
           'escapes': len(escaped)}
@@ -88,9 +129,17 @@ def _encode(values, lo, k, escape, mode, counts):
   return adaptive.encode(coding.to_indices(values, lo, k + 1)[0], k + escape, mode)
 
 
-def read(reader, num_values, what):
-  """(int64 values [num_values], stream bytes): the rest of reader's section is the stream."""
+def read(reader, shape, what, active=True):
+  """(int64 values [shape], stream bytes): the rest of reader's section is the code.
+
+  active=False refuses ACTIVE (inside an ACTIVE code, and in files before format 5).
+  """
+  shape = tuple(int(d) for d in shape)
+  num_values = int(np.prod(shape))
+  start = reader.pos
   head = reader.varint(coding.MAX_TABLE << 5)
+  if head == ACTIVE and active and num_values:
+    return _read_active(reader, shape, what), reader.data[start + 1:]
   k, escape, mode = head >> 5, head >> 4 & 1, head & 15
   lo = reader.sint()
   if mode > TABLE or (k == 0) != (num_values == 0) or (escape and not num_values):
@@ -110,7 +159,22 @@ def read(reader, num_values, what):
   if _encode(values, lo, k, escape, mode, counts) != stream:  # Binds bytes to values.
     raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
                    '(trailing or altered bytes)')
-  return values, stream
+  return values.reshape(shape, order='F'), stream
+
+
+def _read_active(reader, shape, what):
+  """The values of an ACTIVE code: the masks, then the block they cut out; zeros elsewhere."""
+  inner = container.Reader(reader.blob(), f'{what} (masks)')
+  flags, _ = read(inner, (sum(shape),), f'{what} (masks)', active=False)
+  if flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
+    raise ErpError(f'{what}: active masks hold values other than 0 and 1')
+  masks = np.split(flags.astype(bool), np.cumsum(shape)[:-1])
+  block, _ = read(reader, tuple(int(m.sum()) for m in masks), what, active=False)
+  values = np.zeros(shape, np.int64)
+  values[np.ix_(*masks)] = block
+  if not all(np.array_equal(a, b) for a, b in zip(active_masks(values), masks)):
+    raise ErpError(f'{what}: an active mask marks a slice with no nonzero value')
+  return values
 
 
 def _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what):

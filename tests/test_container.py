@@ -13,6 +13,7 @@ import pytest
 
 import erp
 from erp import container
+from erp import latent_code
 from erp import reparam
 from erp import export
 from erp import file as file_lib
@@ -172,7 +173,7 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_4_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
+def test_a_format_5_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
   """9 bytes of framing; the header dictionary is part of the format (a changed byte would
   change what every file means), and a LeNet header deflates to a few bytes with it."""
   import hashlib
@@ -182,9 +183,9 @@ def test_a_format_4_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned()
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 4 and sections == [(None, b'')]
+  assert version == 5 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x04' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  assert blob[:5] == container.MAGIC + b'\x05' and blob[5] == len(blob) - 11 and blob[-5] == 0
   inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
@@ -220,8 +221,9 @@ def test_save_refuses_a_diverged_state_and_writes_nothing(tmp_path):
 
 
 def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
-  """Format 4: a 'dft' leaf stores a mask of the spatial frequencies with a nonzero latent
-  and only their steps; a mask that disagrees with the latents is refused."""
+  """Formats 4-5: a 'dft' leaf stores a mask of the spatial frequencies with a nonzero
+  latent and only their steps (format 5: and only their latents); a mask that disagrees
+  with the latents is refused."""
   from erp import codecs
   from erp.codecs import epr
   rng = np.random.default_rng(0)
@@ -230,7 +232,7 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   values[2, 3, 1, 2] = -5
   log_step = np.log(rng.uniform(0.05, 0.5, (5, 5, 1, 1))).astype(np.float32)
   payload, _ = epr.write(values, {'log_step': log_step})
-  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 4)
+  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 5)
   decoded, decoder, _ = epr.read_group(payload, leaf)
   np.testing.assert_array_equal(decoded, values)
   used = [0, 13]  # Frequencies (0, 0) and (2, 3): their steps are the file's grid.
@@ -240,7 +242,53 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   assert len(dense) - len(payload) >= 20
   assert payload[:4] == bytes([1, 32, 0, 0])  # Bits 0 and 13, little-endian.
   for bad, message in [(bytes([1, 32, 0, 2]), 'malformed frequency mask'),
-                       (bytes([1, 64, 0, 0]), 'frequencies with nonzero latents'),
                        (bytes([1, 0, 0, 0]), None)]:  # One step fewer: the code is read off.
     with pytest.raises(erp.ErpError, match=message):
       epr.read_group(bad + payload[4:], leaf)
+  # Format 5 codes the latents of the frequencies the mask names: it alone places them.
+  moved, _, _ = epr.read_group(bytes([1, 64, 0, 0]) + payload[4:], leaf)
+  assert moved[2, 4, 1, 2] == -5 and not moved[2, 3].any()
+  # Format 4 coded every frequency's latents: there the mask must agree with them.
+  old = container.Writer().raw(bytes([1, 32, 0, 0]))
+  for d in np.diff(reparam.file_decoder({'log_step': log_step})[1]['log_step'].ravel()[used],
+                   prepend=0):
+    old.sint(d)
+  latent_code.write(old, values.ravel(order='F'), active=False)
+  leaf4 = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 4)
+  np.testing.assert_array_equal(epr.read_group(old.getvalue(), leaf4)[0], values)
+  with pytest.raises(erp.ErpError, match='frequencies with nonzero latents'):
+    epr.read_group(bytes([1, 64, 0, 0]) + old.getvalue()[4:], leaf4)
+
+
+def test_sparse_kernels_are_coded_as_their_active_block():
+  """Format 5: a kernel whose nonzeros sit in few rows and columns is coded as the masks
+  of those rows and columns and the block they cut out, in fewer bytes; a dense one flat."""
+  rng = np.random.default_rng(3)
+  values = np.zeros((800, 500), np.int64)
+  rows, cols = rng.choice(800, 120, replace=False), rng.choice(500, 60, replace=False)
+  block = rng.choice([-2, -1, 0, 0, 0, 0, 0, 0, 1, 2], (120, 60))
+  block[:, 0] = block[0, :] = 1  # Every row and column of the block holds a nonzero.
+  values[np.ix_(rows, cols)] = block
+  flat, active = container.Writer(), container.Writer()
+  latent_code.write(flat, values, active=False)
+  code = latent_code.write(active, values)
+  assert code['mode'] == latent_code.ACTIVE
+  assert len(active.getvalue()) < 0.8 * len(flat.getvalue())
+  decoded, stream = latent_code.read(container.Reader(active.getvalue(), 'g'), values.shape, 'g')
+  np.testing.assert_array_equal(decoded, values)
+  assert stream == code['stream']
+  dense = rng.integers(-3, 4, (40, 30))
+  assert latent_code.write(container.Writer(), dense)['mode'] != latent_code.ACTIVE
+  with pytest.raises(erp.ErpError, match='malformed code head'):  # Formats 3-4: no ACTIVE.
+    latent_code.read(container.Reader(active.getvalue(), 'g'), (values.size,), 'g',
+                     active=False)
+  # A mask that marks an all-zero slice is not the code of any values: refused.
+  masks = latent_code.active_masks(values)
+  masks[0][np.flatnonzero(~masks[0])[0]] = True
+  forged = container.Writer().varint(latent_code.ACTIVE)
+  inner = container.Writer()
+  latent_code.write(inner, np.concatenate(masks).astype(np.int64), active=False)
+  forged.blob(inner.getvalue())
+  latent_code.write(forged, values[np.ix_(*masks)].ravel(order='F'), active=False)
+  with pytest.raises(erp.ErpError, match='slice with no nonzero'):
+    latent_code.read(container.Reader(forged.getvalue(), 'g'), values.shape, 'g')

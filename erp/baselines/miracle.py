@@ -230,6 +230,8 @@ def run(config, workdir):
           key, jnp.float32(kl_on), jnp.bool_(scale_on))
     return metrics
 
+  start_error = val_error_at_means()  # The hashed float weights, before any training.
+  print(f'miracle start: val error at means {start_error:.2f}%', flush=True)
   for epoch in range(m.pretrain_epochs + m.kl_epochs):
     kl_on = epoch >= m.pretrain_epochs
     metrics = train_steps(steps_per_epoch, kl_on, True)
@@ -277,7 +279,8 @@ def run(config, workdir):
     rows.append(file_lib.coded_row(path, random_code.NAME, '', shapes[path], payload))
   blocks = sum(l['num_blocks'] for l in layouts.values())
   return common.finish(config, workdir, METHOD, rows, batch_stats, {
-      'float_run': config.init_from, 'trained_val_error_pct_at_means': trained_error,
+      'float_run': config.init_from, 'start_val_error_pct_at_means': start_error,
+      'trained_val_error_pct_at_means': trained_error,
       'num_blocks': blocks, 'index_bits': blocks * m.bits,
       'num_variables': sum(l['num_vars'] for l in layouts.values()),
       'kl_bits_before_encoding': kl_bits_before, 'epochs': log}, start)

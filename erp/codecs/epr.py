@@ -1,17 +1,17 @@
 """EPR groups: range-coded integer latents and their decoder (EPR sec. 2).
 
-Format 4 payload of an 'epr' leaf: the decoder on the file's grid
+Format 5 payload of an 'epr' leaf: the decoder on the file's grid
 (erp.reparam.file_decoder: the log step as an integer; a bias's shift as an
-integer), then the latents' code (erp.latent_code: block-adaptive, or a stored
-table), in coding_order. A 'dft' leaf [h, w, in, out] has one log step per
-spatial frequency: a bit mask (h * w bits, little-endian bytes) of the
-frequencies with a nonzero latent,
-then their steps, each after the first as its difference from the one before
-(the others multiply only zeros: in trained LeNet5 files about half, ~10 of
-the ~28 bytes of steps). With table='prior' the table is the learned prior's
-mass at each integer, as the paper codes them (EPR sec. 2.3). Format 3 stored
-every step; formats 1-2 (erp 0.1-0.2) float32 decoders and a table always;
-read_group reads them all.
+integer), then the latents' code (erp.latent_code: block-adaptive, a stored
+table, or the active block of a sparse kernel). A 'dft' leaf [h, w, in, out]
+has one log step per spatial frequency: a bit mask (h * w bits, little-endian
+bytes) of the frequencies with a nonzero latent, then their steps, each after
+the first as its difference from the one before, and only their latents
+[frequency, in, out] (the others are zeros: in trained LeNet5 files about half
+the frequencies). With table='prior' the table is the learned prior's mass at
+each integer, as the paper codes them (EPR sec. 2.3). Format 4 coded every
+frequency's latents, flat; format 3 also stored every step; formats 1-2
+(erp 0.1-0.2) float32 decoders and a table always; read_group reads them all.
 """
 import numpy as np
 
@@ -46,43 +46,28 @@ def prior_table(prior_params, values):
   return lo, coding.best_precision(np.append(pmf, escape), values, lo)
 
 
-def coding_order(values):
-  """The latents flat in the order they are coded: first axis fastest (Fortran order).
-
-  A dense kernel [in, out] is then coded unit by unit, a 'dft' kernel [h, w, in,
-  out] with the frequencies fastest: the stream's statistics no longer drift
-  (from border pixels' all-zero rows, or from low to high frequencies), so
-  adaptive coding needs no stored table. Measured on the 37 committed EPR LeNet
-  files: 33 % less side information, total bytes 0.02 % smaller.
-  """
-  return np.asarray(values, np.int64).ravel(order='F')
-
-
-def from_coding_order(flat, shape):
-  return flat.reshape(shape, order='F')
-
-
 def write(values, decoder, table=None):
   """(payload, stats) of one group: int values [shape], its decoder, and table None (the
   fewest bytes) or (lo, counts)."""
   _, ints = reparam.file_decoder(decoder)
   w = container.Writer()
-  steps = np.ravel(ints['log_step'])
-  if np.ndim(ints['log_step']):  # 'dft': the steps of the frequencies in use.
+  values = np.asarray(values, np.int64)
+  steps, coded = np.ravel(ints['log_step']), values
+  if np.ndim(ints['log_step']):  # 'dft': the frequencies in use, their steps and latents.
     used = _used_frequencies(values, np.shape(ints['log_step']))
     w.raw(np.packbits(used, bitorder='little').tobytes())
-    steps = steps[used]
+    steps, coded = steps[used], values.reshape((used.size,) + values.shape[2:])[used]
   for d in np.diff(steps, prepend=0):
     w.sint(d)
-  values = coding_order(values)
   if 'shift' in ints:
     w.sint(ints['shift'])
-  code = latent_code.write(w, values, table)
+  code = latent_code.write(w, coded, table)
   payload = w.getvalue()
+  mode = {latent_code.TABLE: 'table', latent_code.ACTIVE: 'active'}
   return payload, {
       'coded_bits': 8 * len(code['stream']),
       'payload_bytes': len(payload),
-      'mode': 'table' if code['mode'] == latent_code.TABLE else f'adaptive{code["mode"]}',
+      'mode': mode.get(code['mode'], f'adaptive{code["mode"]}'),
       'num_symbols': code['num_symbols'],
       'escapes': code['escapes'],
       'zero_fraction': float((values == 0).mean()) if values.size else 0.0,
@@ -133,8 +118,15 @@ def read_group(payload, leaf):
     if reparam.has_shift(shape):
       ints['shift'] = r.sint(1 << 40)
     decoder = reparam.decoder_of_ints(ints)
-    values, stream = latent_code.read(r, int(np.prod(shape)), what)
-    values = from_coding_order(values, shape)
+    if leaf.version >= 5 and masked:  # The latents of the frequencies in use only.
+      coded, stream = latent_code.read(r, (int(used.sum()),) + shape[2:], what)
+      values = np.zeros((num_steps,) + shape[2:], np.int64)
+      values[used] = coded
+    elif leaf.version >= 5:
+      values, stream = latent_code.read(r, shape, what)
+    else:  # Formats 3-4: Fortran order, no ACTIVE code.
+      values, stream = latent_code.read(r, (int(np.prod(shape)),), what, active=False)
+    values = values.reshape(shape, order='C' if leaf.version >= 5 else 'F')
     if masked and not np.array_equal(_used_frequencies(values, step_shape), used):
       raise ErpError(f'{what}: the frequencies with nonzero latents are not those whose '
                      'steps the file stores')
