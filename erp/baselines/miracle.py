@@ -31,11 +31,12 @@ from ours, with why:
   instead of hand-set groups per layer (its LeNet-5: 1, 2, 50, 1).
 - Blocks are formed within each leaf, so a leaf's file section is
   self-contained; the paper's code permutes variables across layers.
-- The schedule is sized for a 2-core CPU: epochs instead of the paper's 2e5
-  pretraining and 2e5 KL iterations, several blocks per retraining round
-  instead of one (its LeNet-5: 100 iterations after each block), and
-  beta_step 1.002 so the penalties can adapt within ~10^4 steps (its 1.0001
-  over 2e5).
+- The default schedule is sized for a 2-core CPU: epochs instead of the
+  paper's 2e5 pretraining and 2e5 KL iterations, several blocks per
+  retraining round instead of one, and beta_step 1.002 so the penalties can
+  adapt within ~10^4 steps (its 1.0001 over 2e5). The paper's shape, one
+  block then its LeNet-5's 100 iterations, is miracle.blocks_per_round=1,
+  miracle.retrain_steps=100.
 - Candidates are pseudo-random normals from JAX's counter-based generator
   (the paper's code uses one Sobol quasi-random set for every block).
 """
