@@ -37,6 +37,8 @@ def _file(rows, min_bytes):
 
 def _zeros_epr(variant, shape):
   values = np.zeros(shape, np.int64)
+  if variant == 'dft':  # One nonzero per frequency: every frequency's latents are coded.
+    values[:, :, 0, 0] = 1
   step_shape = shape[:2] + (1,) * (len(shape) - 2) if variant == 'dft' else ()
   decoder = {'log_step': np.zeros(step_shape, np.float32)}
   if len(shape) == 1:
