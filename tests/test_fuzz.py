@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 import erp
+from erp import codecs
 from erp import container
 from erp import file as file_lib
 from conftest import REPO
 
 FILES = ['mnist/lenet5_epr_lmbda0.25_seed1', 'mnist/lenet300_surp_sparsity0.95',
+         'mnist/lenet300_surp_val_global_sparsity0.97_seed0',
          'mnist/lenet300_miracle_block_size10', 'mnist/lenet300_uniform_rel_step1.0']
 SECONDS_PER_LOAD = 5.0
 TRIALS = 100  # Per file and format version (1, 2, 3).
@@ -32,13 +34,16 @@ def _seal(version, header, sections):
 def _versions(blob):
   """{version: (header, sections)} of one model in formats 1 (as committed), 2 and the
   current one (file.upgrade's)."""
-  _, header, sections = container.read(blob)
+  committed, header, sections = container.read(blob)
   found, payloads, metadata = file_lib.parse(blob)
   v2 = {'leaves': [[l.collection, l.path, l.codec, l.variant, list(l.shape)] for l in found],
         'metadata': metadata}
+  kinds = [codecs.get(l.codec).SECTION for l in found]
   version, current, current_sections = container.read(file_lib.upgrade(blob))
-  return {1: (header, sections), 2: (v2, [(k, p) for (k, _), p in zip(sections, payloads)]),
-          version: (current, current_sections)}
+  out = {2: (v2, list(zip(kinds, payloads))), version: (current, current_sections)}
+  if committed == 1:
+    out[1] = (header, sections)
+  return out
 
 
 def _junk(rng):
