@@ -3,10 +3,12 @@
 python experiments/plot_rd.py [--results experiments/results] [--out_dir experiments/results]
 
 One figure per dataset and model: file size on a log axis against test error
-of the decoded file (log axis too), one line per method (prune's global-threshold
-runs apart) through its runs that no other run of it beats in both size and
-error, every run as a faint marker, published operating points marked with
-their method name.
+of the decoded file (log axis too). Each method's line runs through its front
+under the validation protocol (experiments/fronts.py: settings chosen on the
+validation error alone, plotted at their seed-mean test error with the seeds'
+std as error bars); every run with a validation split is a faint marker of its
+method's colour, runs made before the split (settings chosen on the test set)
+small grey crosses, published operating points stars, one colour per method.
 """
 import argparse
 import os
@@ -15,6 +17,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+import fronts  # noqa: E402
 import tables  # noqa: E402
 
 MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'}
@@ -30,25 +33,43 @@ def front(points):
 
 
 def plot(ours, pubs, dataset, model, path):
-  fig, ax = plt.subplots(figsize=(6, 4.2))
-  for series in sorted({r['series'] for r in ours if r['method'] != 'float'}):
-    pts = sorted((r['num_bytes'] / 1000, r['error_pct']) for r in ours if r['series'] == series)
-    marker = MARKERS.get(series.split()[0], 'x')
-    line, = ax.plot(*zip(*front(pts)), marker=marker, label=f'{series} (erp)')
-    ax.plot(*zip(*pts), marker=marker, ls='none', color=line.get_color(), alpha=0.4)
+  fig, ax = plt.subplots(figsize=(6.4, 4.6))
+  compressed = [r for r in ours if r['method'] != 'float']
+  old = [r for r in compressed if r['val_error_pct'] is None]
+  if old:
+    ax.plot([r['num_bytes'] / 1000 for r in old], [r['error_pct'] for r in old], 'x',
+            color='0.6', ms=4, label='before the val split (chosen on test)')
+  colors = {}
+  for (_, _, method), groups in fronts.val_fronts(tables.seed_means(compressed)).items():
+    marker = MARKERS.get(method, 'x')
+    line = ax.errorbar([g['num_bytes'][0] / 1000 for g in groups],
+                       [g['error_pct'][0] for g in groups],
+                       yerr=[g['error_pct'][1] for g in groups], marker=marker, capsize=2,
+                       label=f'{method} (erp, val-chosen front)')
+    colors[method] = line.lines[0].get_color()
+  for r in compressed:
+    if r['val_error_pct'] is not None:
+      ax.plot(r['num_bytes'] / 1000, r['error_pct'], marker=MARKERS.get(r['method'], 'x'),
+              ls='none', color=colors.get(r['method'], 'k'), alpha=0.3)
   for r in ours:
     if r['method'] == 'float':
-      ax.axhline(r['error_pct'], color='gray', ls=':', label=f'float32 ({r["num_bytes"] / 1000:.0f} KB)')
+      ax.axhline(r['error_pct'], color='gray', ls=':', lw=0.8)
+  pub_colors = {}
   for p in pubs:
+    first = p['method'] not in pub_colors
+    # A method we also ran keeps its colour: its published points sit beside its front.
+    pub_colors.setdefault(p['method'], colors.get(p['method'].split(' (')[0],
+                                                  f'C{5 + len(pub_colors)}'))
     ax.plot(p['num_bytes'] / 1000, p['error_pct'], marker='*', ms=13, ls='none',
-            label=p['method'])
+            color=pub_colors[p['method']], mec='k', mew=0.5,
+            label=p['method'] if first else None)
   ax.set_xscale('log')
   ax.set_yscale('log')  # Errors span 1 % to 90 %: a log axis keeps the good end readable.
   ax.set_xlabel('compressed size, whole file (KB, 1 KB = 1000 B)')
-  ax.set_ylabel('test error (%)')
+  ax.set_ylabel('test error of the decoded file (%); dotted: float32')
   ax.set_title(f'{model} on {dataset}')
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -7,6 +7,7 @@ import sys
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
+import fronts  # noqa: E402
 import plot_rd  # noqa: E402
 import tables  # noqa: E402
 
@@ -43,7 +44,7 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
 
 def test_every_published_row_names_its_source():
   for p in tables.published():
-    assert p['source'] and p['num_bytes'] > 0 and 0 < p['error_pct'] < 100
+    assert p['source'] and p['cite'] and p['num_bytes'] > 0 and 0 < p['error_pct'] < 100
 
 
 def test_each_baseline_row_names_its_rate_setting(tmp_path):
@@ -122,7 +123,38 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
     path.write_text(json.dumps(result))
   _write(tmp_path, 'mnist', 'old', 'epr', 900, 2.0, {'train': {'num_epochs': 30},
                                                      'rd': {'lmbda': 1.0}, 'seed': 9})
-  (group,) = tables.seed_means(tables.rows(str(tmp_path)))  # 'old' has no validation split.
+  rows = tables.rows(str(tmp_path))
+  (group,) = tables.seed_means(rows)  # 'old' has no validation split.
+  plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'))  # A front, with bars.
+  assert (tmp_path / 'rd.png').read_bytes()[:4] == b'\x89PNG'
   assert group['seeds'] == [1, 2, 3] and group['num_bytes'] == (1500.0, 100.0)
   assert abs(group['val_error_pct'][0] - 1.0) < 1e-12 and abs(group['error_pct'][1] - 0.1) < 1e-12
   assert '| 1.500 ± 0.100 | 1.00 ± 0.10 % | 0.90 ± 0.10 % |' in tables.seed_markdown([group])
+
+
+def _group(method, num_bytes, val, test, seeds=(1,)):
+  return {'dataset': 'mnist', 'model': 'lenet5', 'method': method, 'setting': f'{method}@{num_bytes}',
+          'epochs': 1, 'runs': ['r'], 'seeds': list(seeds), 'num_bytes': (num_bytes, 0.0),
+          'val_error_pct': (val, 0.0), 'error_pct': (test, 0.0)}
+
+
+def test_fronts_are_chosen_on_the_val_error_and_compare_at_equal_val_error():
+  groups = [_group('epr', 1500, 1.2, 0.9), _group('epr', 1600, 1.3, 0.8),  # beaten on val
+            _group('epr', 3000, 1.0, 1.1), _group('prune', 8000, 1.25, 1.1),
+            _group('prune', 12000, 1.05, 1.0), _group('prune', 9000, 1.25, 1.2)]
+  front = fronts.val_fronts(groups)
+  # The 1,600 B run has the best test error but is beaten on val: not on the front.
+  assert [g['num_bytes'][0] for g in front[('mnist', 'lenet5', 'epr')]] == [1500, 3000]
+  assert [g['num_bytes'][0] for g in front[('mnist', 'lenet5', 'prune')]] == [8000, 12000]
+  pairs = fronts.at_equal_error(groups, 'prune', 'epr')
+  assert [(g['num_bytes'][0], m and m['num_bytes'][0]) for g, m in pairs] == [
+      (8000, 1500), (12000, 3000)]
+  assert [m for _, m in fronts.at_equal_error(groups, 'epr', 'prune')] == [
+      groups[4], None]  # Prune at val <= 1.2 % is 12 kB; nothing reaches 1.0 %.
+  text = fronts.at_equal_error_markdown(pairs, 'prune', 'epr')
+  assert '| 8.000 | 1.25 % | epr@1500 | 1 | 1.500 | 1.20 % | 0.19 |' in text
+  pub = {'dataset': 'mnist', 'model': 'lenet5', 'method': 'miracle (published)',
+         'num_bytes': 1520, 'error_pct': 0.96, 'cite': 'Havasi et al. 2019'}
+  table = fronts.fronts_markdown(front, [pub])
+  assert '| mnist | lenet5 | miracle (published) | Havasi et al. 2019 | | 1.52 | | 0.96 % |' in table
+  assert table.count('\n') == 2 + 4 + 1
