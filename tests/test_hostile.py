@@ -2,7 +2,10 @@
 
 Each file is loaded in a fresh process whose address space is capped (RLIMIT_AS), so a
 loader that over-allocates fails here rather than on a user's machine; the process's
-peak RSS (JAX and NumPy included) and the load time are asserted.
+peak RSS (JAX and NumPy included) and the load time are asserted. The time bound holds for
+the smaller of wall and CPU seconds: other processes on a shared machine inflate only the
+wall time, XLA's thread pool only the CPU time, and a loader that does unbounded work
+inflates both.
 """
 import json
 import os
@@ -54,5 +57,5 @@ def test_worst_case_file_is_bounded(hostile_dir, name, expect):
     assert record['outcome'] == 'loaded', record
   else:
     assert record['outcome'].startswith('erp.errors.ErpError: the file declares'), record
-  assert record['seconds'] < MAX_SECONDS, record
+  assert min(record['seconds'], record['cpu_seconds']) < MAX_SECONDS, record
   assert record['peak_rss_mb'] < MAX_RSS_MB, record
