@@ -74,9 +74,13 @@ def epochs(r):
 
 def config_but_seed(config):
   """A run's config without its seed, keys it predates at their defaults (JSON): runs of
-  one setting made by erp versions that added a key at its default still group."""
+  one setting made by erp versions that added a key at its default still group. The float
+  run a run starts or distills from counts by whether there is one, not by its path: the
+  float runs are deterministic (retrained in another workdir, the same val and test error)."""
   flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
   flat.pop('seed', None)
+  for key in ('init_from', 'train.distill_from'):
+    flat[key] = bool(flat.get(key))
   return json.dumps(flat, sort_keys=True, default=list)
 
 

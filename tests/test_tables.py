@@ -115,16 +115,26 @@ def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
 
 def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
   for seed, (size, val, test) in enumerate([(1500, 0.9, 1.0), (1600, 1.1, 0.8), (1400, 1.0, 0.9)]):
-    config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': seed + 1}
+    config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': seed + 1,
+              'init_from': f'/session{seed}/float'}
     _write(tmp_path, 'mnist', f'epr_s{seed}', 'epr', size, test, config)
     path = tmp_path / 'mnist' / f'epr_s{seed}' / 'result.json'
     result = json.loads(path.read_text())
     result['export']['val_error_pct'] = val
     path.write_text(json.dumps(result))
+  # Each seed started from a float run in another workdir: one setting. From scratch is another.
+  _write(tmp_path, 'mnist', 'epr_scratch', 'epr', 1500, 1.0,
+         {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': 7, 'init_from': ''})
+  path = tmp_path / 'mnist' / 'epr_scratch' / 'result.json'
+  result = json.loads(path.read_text())
+  result['export']['val_error_pct'] = 1.0
+  path.write_text(json.dumps(result))
   _write(tmp_path, 'mnist', 'old', 'epr', 900, 2.0, {'train': {'num_epochs': 30},
                                                      'rd': {'lmbda': 1.0}, 'seed': 9})
   rows = tables.rows(str(tmp_path))
-  (group,) = tables.seed_means(rows)  # 'old' has no validation split.
+  groups = tables.seed_means(rows)  # 'old' has no validation split.
+  assert sorted(g['runs'] for g in groups) == [['epr_s0', 'epr_s1', 'epr_s2'], ['epr_scratch']]
+  (group,) = [g for g in groups if len(g['runs']) == 3]
   plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'))  # A front, with bars.
   assert (tmp_path / 'rd.png').read_bytes()[:4] == b'\x89PNG'
   assert group['seeds'] == [1, 2, 3] and group['num_bytes'] == (1500.0, 100.0)
