@@ -23,16 +23,8 @@ import tables  # noqa: E402
 MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'}
 
 
-def front(points):
-  """The (size, error) points no other point beats in both: the curve a method reaches."""
-  out = []
-  for size, error in sorted(points):
-    if not out or error < out[-1][1]:
-      out.append((size, error))
-  return out
-
-
-def plot(ours, pubs, dataset, model, path):
+def plot(ours, pubs, dataset, model, path, highlight=()):
+  """highlight: rows drawn apart, large and labelled by their 'series' (a notebook's own run)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.6))
   compressed = [r for r in ours if r['method'] != 'float']
   old = [r for r in compressed if r['val_error_pct'] is None]
@@ -63,6 +55,9 @@ def plot(ours, pubs, dataset, model, path):
     ax.plot(p['num_bytes'] / 1000, p['error_pct'], marker='*', ms=13, ls='none',
             color=pub_colors[p['method']], mec='k', mew=0.5,
             label=p['method'] if first else None)
+  for r in highlight:
+    ax.plot(r['num_bytes'] / 1000, r['error_pct'], marker='P', ms=11, ls='none', color='k',
+            label=r['series'])
   ax.set_xscale('log')
   ax.set_yscale('log')  # Errors span 1 % to 90 %: a log axis keeps the good end readable.
   ax.set_xlabel('compressed size, whole file (KB, 1 KB = 1000 B)')

@@ -85,11 +85,6 @@ def test_versus_finds_a_smaller_and_better_file_or_none(tmp_path):
   assert text.count('**no**') == 2
 
 
-def test_front_keeps_the_points_no_other_beats():
-  points = [(8.0, 1.9), (7.7, 2.1), (25.0, 1.8), (12.0, 2.0), (100.0, 1.5)]
-  assert plot_rd.front(points) == [(7.7, 2.1), (8.0, 1.9), (25.0, 1.8), (100.0, 1.5)]
-
-
 def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
   sweep = tmp_path / 'sweep'
   base = {'train': {'num_epochs': 3}, 'rd': {'lmbda': 0.1}}
@@ -135,7 +130,8 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
   groups = tables.seed_means(rows)  # 'old' has no validation split.
   assert sorted(g['runs'] for g in groups) == [['epr_s0', 'epr_s1', 'epr_s2'], ['epr_scratch']]
   (group,) = [g for g in groups if len(g['runs']) == 3]
-  plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'))  # A front, with bars.
+  mine = dict(rows[0], series='epr (this notebook)')
+  plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'), highlight=[mine])
   assert (tmp_path / 'rd.png').read_bytes()[:4] == b'\x89PNG'
   assert group['seeds'] == [1, 2, 3] and group['num_bytes'] == (1500.0, 100.0)
   assert abs(group['val_error_pct'][0] - 1.0) < 1e-12 and abs(group['error_pct'][1] - 0.1) < 1e-12
