@@ -28,28 +28,26 @@ def val_fronts(groups):
 def fronts_markdown(fronts, pubs):
   lines = ['| dataset | model | method | setting | seeds | size (KB) | val error '
            '| test error |', '|' + '---|' * 8]
-  panels = sorted({key[:2] for key in fronts})
-  for dataset, model in panels:
-    for (d, m, method), front in fronts.items():
-      if (d, m) != (dataset, model):
-        continue
-      for g in front:
-        (b, bs), (v, vs), (e, es) = g['num_bytes'], g['val_error_pct'], g['error_pct']
-        lines.append(f'| {d} | {m} | {method} | {g["setting"]} '
-                     f'| {",".join(map(str, g["seeds"]))} | {b / 1000:.3f} ± {bs / 1000:.3f} '
-                     f'| {v:.2f} ± {vs:.2f} % | {e:.2f} ± {es:.2f} % |')
-    for p in pubs:
-      if (p['dataset'], p['model']) == (dataset, model):
-        lines.append(f'| {dataset} | {model} | {p["method"]} | {p["cite"]} '
-                     f'| | {p["num_bytes"] / 1000:g} | | {p["error_pct"]:g} % |')
+  keys = list(fronts)  # Sorted by (dataset, model, method): a panel's fronts are adjacent.
+  for i, (dataset, model, method) in enumerate(keys):
+    for g in fronts[(dataset, model, method)]:
+      (b, bs), (v, vs), (e, es) = g['num_bytes'], g['val_error_pct'], g['error_pct']
+      lines.append(f'| {dataset} | {model} | {method} | {g["setting"]} '
+                   f'| {",".join(map(str, g["seeds"]))} | {b / 1000:.3f} ± {bs / 1000:.3f} '
+                   f'| {v:.2f} ± {vs:.2f} % | {e:.2f} ± {es:.2f} % |')
+    if i + 1 == len(keys) or keys[i + 1][:2] != (dataset, model):  # The panel's last front.
+      lines += [f'| {dataset} | {model} | {p["method"]} | {p["cite"]} '
+                f'| | {p["num_bytes"] / 1000:g} | | {p["error_pct"]:g} % |'
+                for p in pubs if (p['dataset'], p['model']) == (dataset, model)]
   return '\n'.join(lines) + '\n'
 
 
-def at_equal_error(groups, method, baseline):
-  """For each setting on `method`'s front: the smallest `baseline` group (same dataset and
-  model) whose mean val error is no higher, or None; [(group, match)] by panel and size."""
+def at_equal_error(fronts, groups, method, baseline):
+  """For each setting on `method`'s front (fronts: val_fronts(groups)): the smallest
+  `baseline` group (same dataset and model) whose mean val error is no higher, or None;
+  [(group, match)] by panel and size."""
   out = []
-  for (_, _, m), front in val_fronts(groups).items():
+  for (_, _, m), front in fronts.items():
     if m != method:
       continue
     for g in front:

@@ -152,10 +152,10 @@ def test_fronts_are_chosen_on_the_val_error_and_compare_at_equal_val_error():
   # The 1,600 B run has the best test error but is beaten on val: not on the front.
   assert [g['num_bytes'][0] for g in front[('mnist', 'lenet5', 'epr')]] == [1500, 3000]
   assert [g['num_bytes'][0] for g in front[('mnist', 'lenet5', 'prune')]] == [8000, 12000]
-  pairs = fronts.at_equal_error(groups, 'prune', 'epr')
+  pairs = fronts.at_equal_error(front, groups, 'prune', 'epr')
   assert [(g['num_bytes'][0], m and m['num_bytes'][0]) for g, m in pairs] == [
       (8000, 1500), (12000, 3000)]
-  assert [m for _, m in fronts.at_equal_error(groups, 'epr', 'prune')] == [
+  assert [m for _, m in fronts.at_equal_error(front, groups, 'epr', 'prune')] == [
       groups[4], None]  # Prune at val <= 1.2 % is 12 kB; nothing reaches 1.0 %.
   text = fronts.at_equal_error_markdown(pairs, 'prune', 'epr')
   assert '| 8.000 | 1.25 % | epr@1500 | 1 | 1.500 | 1.20 % | 0.19 |' in text
