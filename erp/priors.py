@@ -15,6 +15,9 @@ the file spends ~15 (measured on LeNet5: the deep factorized density alone,
 fitted to convergence, priced a 400k-latent layer at 1.34x its entropy; the
 mixture, at 1.03x).
 """
+import collections.abc
+
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +51,75 @@ def init(rng, filters=(3, 3, 3), init_scale=10.0, spikes=0):
   return params
 
 
+@jax.tree_util.register_pytree_with_keys_class
+class Packed(collections.abc.Mapping):
+  """A density's parameters held as one vector, read as the mapping init returns.
+
+  Every function here takes it or the plain dict alike. One array a group
+  instead of ~13: the training step's gradient, optimizer and parameter update
+  then run a few XLA ops per group where they ran dozens, each costing more to
+  launch than to compute (LeNet-300-100 on a 2-core CPU). The vector may carry
+  leading batch axes (stacked groups, vmap); layout ((name, shape), ...) is static.
+  """
+
+  def __init__(self, vector, layout):
+    self.vector, self.layout = vector, layout
+
+  @classmethod
+  def of(cls, params):
+    """Packed params of a mapping of arrays (e.g. init's dict), in sorted name order (as
+    JAX orders a dict's leaves)."""
+    layout = tuple((k, tuple(np.shape(params[k]))) for k in sorted(params))
+    return cls(jnp.concatenate([jnp.ravel(jnp.asarray(params[k], jnp.float32))
+                                for k, _ in layout]), layout)
+
+  def __getitem__(self, name):
+    start = 0
+    for key, shape in self.layout:
+      size = int(np.prod(shape, dtype=np.int64))
+      if key == name:
+        batch = self.vector.shape[:-1]
+        return self.vector[..., start:start + size].reshape(batch + shape)
+      start += size
+    raise KeyError(name)
+
+  def __contains__(self, name):
+    return any(key == name for key, _ in self.layout)
+
+  def __iter__(self):
+    return (key for key, _ in self.layout)
+
+  def __len__(self):
+    return len(self.layout)
+
+  def tree_flatten_with_keys(self):
+    return ((jax.tree_util.GetAttrKey('vector'), self.vector),), self.layout
+
+  @classmethod
+  def tree_unflatten(cls, layout, children):
+    return cls(children[0], layout)
+
+
+def _packed_state_dict(packed):
+  return {'vector': packed.vector}
+
+
+def _packed_from_state_dict(packed, state):
+  """A checkpoint's packed vector; or, from a checkpoint written before packing, the
+  named arrays (packed in this layout's order)."""
+  if 'vector' in state:
+    return Packed(state['vector'], packed.layout)
+  missing = [key for key, _ in packed.layout if key not in state]
+  if missing:
+    raise ValueError(f'prior parameters missing from the checkpoint: {missing}')
+  return Packed(jnp.concatenate([jnp.ravel(jnp.asarray(state[key], jnp.float32))
+                                 for key, _ in packed.layout]), packed.layout)
+
+
+flax.serialization.register_serialization_state(Packed, _packed_state_dict,
+                                                _packed_from_state_dict)
+
+
 def _num_layers(params):
   return sum(1 for k in params if k.startswith('matrix_'))
 
@@ -73,6 +145,24 @@ def logits_cumulative(params, x):
   return h[0]
 
 
+def _logits_cumulative_on_grid(params, x):
+  """logits_cumulative at a grid x [n], each layer one [out, in] @ [in, n] matmul.
+
+  On a grid of a few hundred points (the priors' fit, every training step) the
+  elementwise form's gradient to the params is a few reductions per matrix
+  entry: ~170 XLA ops, each costing more to launch than to run on a CPU; this
+  form's, ~60 (2-core CPU: 0.28 ms against 0.47 ms for six groups).
+  """
+  h = x[None, :]
+  n = _num_layers(params)
+  for i in range(n):
+    matrix = jax.nn.softplus(params[f'matrix_{i}'])
+    h = jnp.matmul(matrix, h, precision=jax.lax.Precision.HIGHEST) + params[f'bias_{i}']
+    if i < n - 1:
+      h = h + jnp.tanh(params[f'factor_{i}']) * jnp.tanh(h)
+  return h[0]
+
+
 def probability_mass(params, x):
   """Mass of [x - 1/2, x + 1/2] under the mixture (1 - w) deep factorized + w Cauchy.
 
@@ -92,9 +182,11 @@ def integer_grid_bits(params, lowest, num):
   The cumulative is evaluated once on the num + 1 half-integers between them,
   each shared by two neighbours: half probability_mass's graph, which halves
   the XLA compile of the priors' fit (its gradient), the slowest part of a
-  training step's compile on CPU.
+  training step's compile on CPU. Equal to bits_of there within float rounding
+  (_logits_cumulative_on_grid).
   """
-  edges = logits_cumulative(params, jnp.arange(num + 1, dtype=jnp.float32) + (lowest - 0.5))
+  edges = _logits_cumulative_on_grid(
+      params, jnp.arange(num + 1, dtype=jnp.float32) + (lowest - 0.5))
   return _bits_of_mass(
       _mass(params, jnp.arange(num, dtype=jnp.float32) + lowest, edges[:-1], edges[1:]))
 

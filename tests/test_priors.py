@@ -1,7 +1,9 @@
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from erp import priors
 from erp import rate_table
@@ -162,7 +164,8 @@ def test_sampled_rounded_fit_is_unbiased():
   draws = np.asarray(draws, np.float64)
   assert np.abs(draws - exact).max() > 1e-3 * exact
   assert abs(draws.mean() - exact) < 4 * draws.std() / np.sqrt(len(draws))
-  index = np.asarray(rate_term.sample_indices(jax.random.PRNGKey(2), 100000, 7))
+  index = np.asarray(rate_term.sample_indices(
+      jax.random.bits(jax.random.PRNGKey(2), (2,), jnp.uint32), 100000, 7))
   assert index.min() == 0 and index.max() == 6
   np.testing.assert_allclose(np.bincount(index) / 1e5, 1 / 7, atol=0.01)
 
@@ -229,3 +232,27 @@ def test_spikes_price_a_few_level_histogram_that_a_deep_factorized_density_canno
                                priors.cumulative(params, x + 0.5) -
                                priors.cumulative(params, x - 0.5), atol=2e-6)
   assert ratios[0] > 1.3 and ratios[8] < 1.03, ratios
+
+
+def test_packed_params_are_the_same_density_and_restore_from_either_checkpoint_form():
+  """A state holds each prior as one vector (priors.Packed): the density, its bits and
+  gradients are those of the dict it packs; flax state dicts restore it from its own form
+  and from the named arrays checkpoints held before packing; a damaged one is refused."""
+  params = priors.init(jax.random.PRNGKey(3), spikes=2)
+  packed = priors.Packed.of(params)
+  assert packed.vector.shape == (sum(np.size(v) for v in params.values()),)
+  assert set(packed) == set(params) and 'spike_logits' in packed and 'nope' not in packed
+  x = jnp.linspace(-30.0, 30.0, 301)
+  np.testing.assert_array_equal(priors.bits_of(packed, x), priors.bits_of(params, x))
+  grad = jax.grad(lambda p: priors.bits_of(p, x).sum())
+  np.testing.assert_allclose(priors.Packed.of(grad(params)).vector, grad(packed).vector,
+                             rtol=1e-6)
+  stacked = jax.tree.map(lambda *v: jnp.stack(v), packed, packed)  # Batched, as the rate is.
+  np.testing.assert_array_equal(jax.vmap(priors.bits_of, (0, None))(stacked, x)[1],
+                                priors.bits_of(params, x))
+  template = priors.Packed.of(priors.init(jax.random.PRNGKey(0), spikes=2))
+  for state in (flax.serialization.to_state_dict(packed), jax.tree.map(np.asarray, params)):
+    restored = flax.serialization.from_state_dict(template, state)
+    np.testing.assert_array_equal(restored.vector, packed.vector)
+  with pytest.raises(ValueError, match='missing from the checkpoint'):
+    flax.serialization.from_state_dict(template, {'matrix_0': params['matrix_0']})

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import erp
@@ -112,3 +113,49 @@ def test_exact_decode_is_the_training_decode_within_float32_rounding(kind, shape
   if 'shift' in decoder:
     ref = ref + np.float64(decoder['shift'])
   np.testing.assert_allclose(exact, ref.astype(np.float32), rtol=2.0**-22, atol=1e-12)
+
+
+@pytest.mark.parametrize('shift', [False, True])
+def test_one_pass_affine_decode_equals_rounding_then_decoding(shift):
+  """decode_affine_ste is decode_group('affine', round_ste(.)) in value and in every
+  gradient (latents, log step, shift), and the weight a file decodes to."""
+  rng = np.random.default_rng(0)
+  latent = jnp.asarray(rng.normal(0, 3, (40, 30)), jnp.float32)
+  decoder = {'log_step': jnp.float32(-1.3)}
+  if shift:
+    decoder['shift'] = jnp.float32(0.4)
+  g = jnp.asarray(rng.normal(size=(40, 30)), jnp.float32)
+  fused = lambda l, d: (reparam.decode_affine_ste(l, d) * g).sum()
+  plain = lambda l, d: (reparam.decode_group('affine', reparam.round_ste(l), d) * g).sum()
+  np.testing.assert_array_equal(reparam.decode_affine_ste(latent, decoder),
+                                reparam.decode_group('affine', jnp.round(latent), decoder))
+  got = jax.grad(fused, argnums=(0, 1))(latent, decoder)
+  want = jax.grad(plain, argnums=(0, 1))(latent, decoder)
+  assert set(got[1]) == set(decoder)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+def test_the_state_optimizer_updates_each_part_as_its_own_adam():
+  """One optax transformation over an EprState: each part takes its own learning rate (the
+  decoders and priors flattened into one vector each), exactly as Adam on that part alone."""
+  params = {'Dense_0': {'kernel': jnp.ones((6, 4)) * 0.3, 'bias': jnp.zeros(4)},
+            'norm': {'scale': jnp.ones(4)}}
+  state = erp.reparameterize(params, keep_float='norm')
+  grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+                                         + x.size), state)
+  lrs = dict(latents=0.05, decoders=1e-3, priors=1e-2, floats=1e-3)
+  tx = erp.optimizer(**lrs)
+  opt_state = tx.init(state)
+  for _ in range(2):
+    updates, opt_state = tx.update(grads, opt_state, state)
+  for part, lr in lrs.items():
+    adam = optax.adam(lr)
+    part_state = adam.init(getattr(state, part))
+    for _ in range(2):
+      want, part_state = adam.update(getattr(grads, part), part_state)
+    for a, b in zip(jax.tree.leaves(getattr(updates, part)), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
+  float_only = erp.reparameterize(params, keep_float=lambda path, value: True)
+  empty = tx.init(float_only)  # Parts with no arrays (a float run) are no error.
+  tx.update(jax.tree.map(jnp.ones_like, float_only), empty, float_only)
