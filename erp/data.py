@@ -2,7 +2,8 @@
 
 Source order: a local directory holding one subfolder per dataset with the
 publisher's original files (`config.data.dir`, else the environment variable
-`ERP_DATA_DIR`), else tensorflow-datasets (which downloads when online).
+`ERP_DATA_DIR`), else a tensorflow-datasets data dir prepared in the array_record
+format (erp.tfds_source: read without TensorFlow; tfds downloads only when asked).
 
 Images come back as uint8 `[n, height, width, channels]`, labels as int32 `[n]`;
 augmentation happens in the input pipeline (erp.pipeline, on the host, ahead of the
@@ -19,6 +20,7 @@ import numpy as np
 
 from erp import augment as augment_lib
 from erp import image_folder
+from erp import tfds_source
 from erp.errors import ErpError
 
 ENV_VAR = 'ERP_DATA_DIR'
@@ -94,29 +96,42 @@ def source(data_config, split, augment=False):
   """A split as a random-access source for erp.pipeline.
 
   The datasets that fit in memory come as an ArraySource of load_split's
-  arrays; ImageNet as an image_folder.ImageFolder over <dir>/imagenet/train
-  (whose held-out 'val' is data_config.val_size images drawn by a fixed seed,
-  the same for every run) and <dir>/imagenet/val (our 'test': the ILSVRC-2012
-  validation images in class folders). augment: apply the dataset's training
-  augmentation (DatasetInfo.augment).
+  arrays; ImageNet streamed, as an image_folder.ImageFolder over
+  <dir>/imagenet/train and <dir>/imagenet/val (our 'test': the ILSVRC-2012
+  validation images in class folders), else as a tfds_source.TfdsSource over
+  tfds' imagenet2012 train and validation records. Its held-out 'val' is
+  data_config.val_size training images drawn by a fixed seed, the same for
+  every run. augment: apply the dataset's training augmentation
+  (DatasetInfo.augment).
   """
   if data_config.name not in STREAMED:
     return ArraySource(*load_split(data_config, split),
                        info(data_config.name).augment if augment else None)
   if split not in SPLITS:
     raise ErpError(f'unknown split {split!r}; known: {SPLITS}')
-  root = resolve_data_dir(data_config.dir or None)
-  if root is None:
-    raise ErpError(f'{data_config.name} is read from image folders: set --config.data.dir=<dir> '
-                   f'or {ENV_VAR}=<dir> holding {data_config.name}/train/<class>/*.JPEG')
-  folder = os.path.join(root, data_config.name, 'val' if split == 'test' else 'train')
-  paths, labels, _ = image_folder.list_folder(folder)
   size = input_shape(data_config)[0]
-  images = image_folder.ImageFolder(paths, labels, size, train=augment)
+  root = resolve_data_dir(data_config.dir or None)
+  folder = os.path.join(root, data_config.name) if root else None
+  if folder and os.path.isdir(folder):
+    paths, labels, _ = image_folder.list_folder(
+        os.path.join(folder, 'val' if split == 'test' else 'train'))
+    images = image_folder.ImageFolder(paths, labels, size, train=augment)
+  else:
+    try:
+      records = tfds_source.open_records(info(data_config.name).tfds_name, 'test' if
+                                         split == 'test' else 'train', data_config.tfds_dir
+                                         or None, data_config.tfds_download)
+    except ErpError as e:
+      raise ErpError(f'{data_config.name} is read from image folders or a tensorflow-datasets '
+                     f'dir: no {data_config.name}/train/<class>/*.JPEG in '
+                     f'{root or f"--config.data.dir or {ENV_VAR} (neither set)"}, and {e}'
+                     ) from None
+    images = tfds_source.TfdsSource(records, crop_size=size, train=augment)
   if split == 'test':
     return images
-  cut = len(labels) - _val_size(data_config, len(labels))
-  order = np.random.default_rng(0).permutation(len(labels))  # Sorted by class on disk.
+  num = len(images)
+  cut = num - _val_size(data_config, num)
+  order = np.random.default_rng(0).permutation(num)  # Image folders: sorted by class.
   return images.subset(np.sort(order[:cut] if split == 'train' else order[cut:]))
 
 
@@ -158,12 +173,12 @@ def load(name, split, data_dir=None, allow_tfds=True, tfds_dir=None, download=Fa
       return reader(folder, split)
   if allow_tfds:
     try:
-      return _load_tfds(ds, split, tfds_dir, download)
-    except ImportError:
-      looked.append("tensorflow-datasets (not installed: pip install -e '.[tfds]')")
-    except Exception as e:  # tfds has many failure modes offline; report them as one.
-      looked.append(f'tensorflow-datasets in {tfds_dir or "its default data dir"} '
-                    f'({type(e).__name__}: {str(e)[:200]})')
+      records = tfds_source.TfdsSource(tfds_source.open_records(ds.tfds_name, split, tfds_dir,
+                                                                download))
+    except ErpError as e:
+      looked.append(str(e))
+    else:
+      return records.batch(np.arange(len(records)))  # Small enough to hold (not STREAMED).
   raise ErpError(
       f'dataset {name!r} not found; looked in: {"; ".join(looked) or "nothing"}. '
       f'Put the original files in <dir>/{name}/ and set --config.data.dir=<dir> '
@@ -242,13 +257,6 @@ def _read_cifar10(folder, split):
   labels = records[:, 0].astype(np.int32)
   images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), labels
-
-
-def _load_tfds(ds, split, tfds_dir=None, download=False):
-  import tensorflow_datasets as tfds  # Heavy; only when no local files exist.
-  data = tfds.as_numpy(tfds.load(ds.tfds_name, split=split, batch_size=-1, data_dir=tfds_dir,
-                                 download=download))
-  return data['image'].astype(np.uint8), data['label'].astype(np.int32)
 
 
 class ArraySource:

@@ -82,6 +82,15 @@ def center_crop(image, size, resize_to=None):
   return image[top:top + size, left:left + size]
 
 
+def crop(image, size, rng=None):
+  """size x size of an image: with rng the training crop (random-resized, flipped half the
+  time), without it the evaluation's central crop."""
+  if rng is None:
+    return center_crop(image, size)
+  image = random_resized_crop(image, size, rng)
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
 class ImageFolder:
   """Random access to a subset of an image folder's files, cropped to size x size."""
 
@@ -101,12 +110,5 @@ class ImageFolder:
     """(uint8 [b, size, size, 3], int32 [b]); training crops and flips draw from rng."""
     images = np.empty((len(indices), self.size, self.size, 3), np.uint8)
     for k, i in enumerate(indices):
-      image = decode(self.paths[i])
-      if self.train and rng is not None:
-        image = random_resized_crop(image, self.size, rng)
-        if rng.random() < 0.5:
-          image = image[:, ::-1]
-      else:
-        image = center_crop(image, self.size)
-      images[k] = image
+      images[k] = crop(decode(self.paths[i]), self.size, rng if self.train else None)
     return images, self.labels[np.asarray(indices, np.int64)]

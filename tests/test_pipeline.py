@@ -147,7 +147,11 @@ def test_image_folder_errors_name_the_problem(tmp_path):
   with pytest.raises(ErpError, match='no class subfolders'):
     (tmp_path / 'empty').mkdir()
     image_folder.list_folder(str(tmp_path / 'empty'))
+  (tmp_path / 'partial' / 'imagenet').mkdir(parents=True)
   with pytest.raises(ErpError, match='no such folder'):
+    data.source(_imagenet_config(tmp_path / 'partial'), 'train')
+  with pytest.raises(ErpError, match='no imagenet/train/<class>/.*JPEG in .*nowhere, and '
+                     'tensorflow-datasets has no imagenet2012'):
     data.source(_imagenet_config(tmp_path / 'nowhere'), 'train')
   with pytest.raises(ErpError, match='data.val_size must be'):
     data.source(_imagenet_config(root, val_size=18), 'val')
