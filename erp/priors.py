@@ -83,6 +83,14 @@ class Packed(collections.abc.Mapping):
       start += size
     raise KeyError(name)
 
+  def unpacked(self):
+    """The dict of named arrays, cut from the vector by one split (whose gradient is one
+    concatenation, where each key read alone adds a pad of the whole vector)."""
+    sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in self.layout]
+    parts = jnp.split(self.vector, np.cumsum(sizes)[:-1], axis=-1)
+    batch = self.vector.shape[:-1]
+    return {key: part.reshape(batch + shape) for (key, shape), part in zip(self.layout, parts)}
+
   def __contains__(self, name):
     return any(key == name for key, _ in self.layout)
 

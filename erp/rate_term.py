@@ -23,15 +23,16 @@ def _fmix32(h):
   return h ^ (h >> 16)
 
 
-def uniform_noise(rng, shape):
-  """U(-1/2, 1/2) at 24-bit resolution, from a counter hash seeded by two threefry words.
+def uniform_noise(seed, shape):
+  """U(-1/2, 1/2) at 24-bit resolution, from a counter hash seeded by two uint32 words
+  (e.g. jax.random.bits(key, (2,), jnp.uint32)).
 
   The rate's noise only dithers the latents (EPR sec. 2.2), so it needs
   uniform, uncorrelated values, not threefry's cryptographic strength: hashing
   each element's index costs ~1/25 of jax.random's bits on a 2-core CPU
   (266k values: 0.12 ms against 3.0 ms), a quarter of LeNet-300-100's EPR step.
   """
-  h = _hashed_bits(jax.random.bits(rng, (2,), jnp.uint32), int(np.prod(shape)))
+  h = _hashed_bits(seed, int(np.prod(shape)))
   return (((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24)) - 0.5).reshape(shape)
 
 
@@ -49,13 +50,15 @@ def group_bits(latents, prior_params, rng=None):
   for name, key in zip(names, keys):
     x = latents[name]
     if key is not None:
-      x = x + uniform_noise(key, x.shape)
+      x = x + uniform_noise(jax.random.bits(key, (2,), jnp.uint32), x.shape)
     out[name] = bits_of(prior_params[name], x).sum()
   return out
 
 
 def _stack(trees):
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+  """The groups' params stacked [G, ...] (a plain dict, unpacked once if packed)."""
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+  return stacked.unpacked() if isinstance(stacked, priors.Packed) else stacked
 
 
 # The density of G groups at once: params stacked [G, ...], x [G, n]. Each group's
@@ -100,19 +103,20 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   names = sorted(latents)
   if not names:
     return {}
-  k_noise, k_sample = jax.random.split(rng)
+  # All the step's randomness from one threefry draw (each draw is a few XLA ops).
+  seeds = jax.random.bits(rng, (len(names) + 1, 2), jnp.uint32)
   sizes = [latents[n].size for n in names]
   offsets = np.cumsum([0] + sizes)
   # One draw for all groups, computed once: XLA otherwise fuses the hash into each of its
   # consumers (value, table index, gathers, gradient) and recomputes it in every one.
   # (XLA:CPU drops optimization barriers before fusing; an in-place update holds.)
-  noise = uniform_noise(k_noise, (int(offsets[-1]),))
+  noise = uniform_noise(seeds[0], (int(offsets[-1]),))
   noise = noise.at[0].set(noise[0])
   noisy = {n: latents[n] + noise[offsets[i]:offsets[i + 1]].reshape(latents[n].shape)
            for i, n in enumerate(names)}
   params = {n: prior_params[n] if fit == 'noisy' else jax.lax.stop_gradient(prior_params[n])
             for n in names}
-  fit_bits = (rounded_bits(latents, prior_params, names, k_sample, prior_samples)
+  fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples)
               if fit == 'rounded' else None)
   large = [n for n in names if prior_samples and latents[n].size > prior_samples]
   tabled = [n for n in names if table_points and (fit == 'rounded' or n in large)]
@@ -145,8 +149,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     if n not in tabled:
       out[n] = bits_of(jax.lax.stop_gradient(prior_params[n]), noisy[n]).sum()
   if large and fit == 'noisy':  # The priors' gradient, from samples.
-    maxval = np.array([latents[n].size for n in large], np.int32)[:, None]
-    idx = jax.random.randint(k_sample, (len(large), prior_samples), 0, maxval)
+    idx = [sample_indices(seeds[1 + names.index(n)], prior_samples, latents[n].size)
+           for n in large]
     x = jnp.stack([jax.lax.stop_gradient(noisy[n].ravel()[idx[i]]) for i, n in enumerate(large)])
     estimates = _batched_bits(_stack([prior_params[n] for n in large]), x).sum(-1)
     for i, n in enumerate(large):
@@ -158,21 +162,20 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   return out
 
 
-def rounded_bits(latents, prior_params, names, rng=None, samples=0):
+def rounded_bits(latents, prior_params, names, seeds=None, samples=0):
   """[len(names)] bits of round(latents) under each group's prior, from histograms over
   [-FIT_HALF_WIDTH, FIT_HALF_WIDTH) (values beyond count at the edges); gradient to the
-  priors only. With rng and samples > 0, a group larger than samples is counted on that
-  many elements drawn with replacement and scaled: an unbiased histogram at a fraction
-  of the scatter's cost (235k latents: ~0.3 ms on a 2-core CPU)."""
+  priors only. With seeds (uint32 [len(names), 2]) and samples > 0, a group larger than
+  samples is counted on that many elements drawn with replacement and scaled: an
+  unbiased histogram at a fraction of the scatter's cost (235k latents: ~0.3 ms on a
+  2-core CPU). One histogram counts every group (each group's bins offset by its
+  index): per-group draws and scatters were ~60 of the step's XLA ops."""
   half = FIT_HALF_WIDTH
-  # One threefry draw and one histogram for all groups (each group's bins offset by its
-  # index): per-group draws and scatters were ~60 of the step's XLA ops.
-  seeds = jax.random.bits(rng, (len(names), 2), jnp.uint32) if rng is not None else None
   indices, weights = [], []
   for i, n in enumerate(names):
     values = jax.lax.stop_gradient(latents[n]).ravel()
     weight = 1.0
-    if rng is not None and samples and values.size > samples:
+    if seeds is not None and samples and values.size > samples:
       values = values[sample_indices(seeds[i], samples, values.size)]
       weight = latents[n].size / samples
     indices.append(jnp.clip(jnp.round(values).astype(jnp.int32) + half, 0, 2 * half - 1)

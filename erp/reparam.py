@@ -50,13 +50,16 @@ def _affine_ste(latent, log_step, shift):
 
 
 def _affine_ste_fwd(latent, log_step, shift):
-  return _affine_ste(latent, log_step, shift), (latent, log_step, shift is None)
+  weight = _affine_ste(latent, log_step, shift)
+  return weight, (weight, log_step, shift)
 
 
 def _affine_ste_bwd(residuals, g):
-  latent, log_step, no_shift = residuals
-  step = jnp.exp(log_step)
-  return g * step, step * jnp.sum(g * jnp.round(latent)), None if no_shift else jnp.sum(g)
+  # d weight / d log_step = step * round(latent) = weight - shift: read from the weight
+  # the forward pass wrote, so nothing re-reads or re-rounds the latents.
+  weight, log_step, shift = residuals
+  scaled = weight if shift is None else weight - shift
+  return g * jnp.exp(log_step), jnp.sum(g * scaled), None if shift is None else jnp.sum(g)
 
 
 _affine_ste.defvjp(_affine_ste_fwd, _affine_ste_bwd)

@@ -10,6 +10,10 @@ from erp import rate_table
 from erp import rate_term
 
 
+def _seed(i):
+  return jax.random.bits(jax.random.PRNGKey(i), (2,), jnp.uint32)
+
+
 def _fit(samples, steps=1500, seed=0):
   params = priors.init(jax.random.PRNGKey(seed))
   tx = optax.adam(1e-2)
@@ -105,8 +109,8 @@ def test_batched_training_bits_equal_each_group_on_its_own():
                   for i, k in enumerate(sorted(shapes))}
   key = jax.random.PRNGKey(7)
   batched = lambda l, p: rate_term.training_bits(l, p, key, 0, fit='noisy')
-  k_noise, _ = jax.random.split(key)
-  noise = rate_term.uniform_noise(k_noise, (sum(int(np.prod(s)) for s in shapes.values()),))
+  seed = jax.random.bits(key, (len(shapes) + 1, 2), jnp.uint32)[0]  # The noise's words.
+  noise = rate_term.uniform_noise(seed, (sum(int(np.prod(s)) for s in shapes.values()),))
 
   def each(l, p):
     out, start = {}, 0
@@ -159,13 +163,13 @@ def test_sampled_rounded_fit_is_unbiased():
   latents = {'g': jnp.asarray(np.round(rng.laplace(0.0, 3.0, 50000)), jnp.float32)}
   params = {'g': priors.init(jax.random.PRNGKey(0))}
   exact = float(rate_term.rounded_bits(latents, params, ['g'])[0])
-  draws = jax.vmap(lambda k: rate_term.rounded_bits(latents, params, ['g'], k, 2000)[0])(
+  draws = jax.vmap(lambda k: rate_term.rounded_bits(
+      latents, params, ['g'], jax.random.bits(k, (1, 2), jnp.uint32), 2000)[0])(
       jax.random.split(jax.random.PRNGKey(1), 400))
   draws = np.asarray(draws, np.float64)
   assert np.abs(draws - exact).max() > 1e-3 * exact
   assert abs(draws.mean() - exact) < 4 * draws.std() / np.sqrt(len(draws))
-  index = np.asarray(rate_term.sample_indices(
-      jax.random.bits(jax.random.PRNGKey(2), (2,), jnp.uint32), 100000, 7))
+  index = np.asarray(rate_term.sample_indices(_seed(2), 100000, 7))
   assert index.min() == 0 and index.max() == 6
   np.testing.assert_allclose(np.bincount(index) / 1e5, 1 / 7, atol=0.01)
 
@@ -187,9 +191,9 @@ def test_mass_is_positive_at_a_tie_and_tails_are_heavy():
 
 def test_training_noise_is_uniform_uncorrelated_and_seeded():
   n = 1 << 18
-  a = np.asarray(rate_term.uniform_noise(jax.random.PRNGKey(0), (n,)), np.float64)
-  b = np.asarray(rate_term.uniform_noise(jax.random.PRNGKey(1), (n,)), np.float64)
-  np.testing.assert_array_equal(a, rate_term.uniform_noise(jax.random.PRNGKey(0), (n,)))
+  a = np.asarray(rate_term.uniform_noise(_seed(0), (n,)), np.float64)
+  b = np.asarray(rate_term.uniform_noise(_seed(1), (n,)), np.float64)
+  np.testing.assert_array_equal(a, rate_term.uniform_noise(_seed(0), (n,)))
   assert -0.5 < a.min() and a.max() < 0.5
   assert abs(a.mean()) < 5 * np.sqrt(1 / 12 / n)
   assert abs(a.var() - 1 / 12) < 0.002
@@ -198,7 +202,7 @@ def test_training_noise_is_uniform_uncorrelated_and_seeded():
   assert ((counts - expected) ** 2 / expected).sum() < 130  # chi2(63): p ~ 1e-6.
   for x, y in ((a[:-1], a[1:]), (a, b)):  # Neighbours and other keys: uncorrelated.
     assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n)
-  shaped = rate_term.uniform_noise(jax.random.PRNGKey(0), (4, n // 4))
+  shaped = rate_term.uniform_noise(_seed(0), (4, n // 4))
   np.testing.assert_array_equal(np.asarray(shaped).ravel(), a)
 
 
