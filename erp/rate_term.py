@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import packed
 from erp import priors
 from erp import rate_table
 from erp.priors import bits_of
@@ -58,7 +59,7 @@ def group_bits(latents, prior_params, rng=None):
 def _stack(trees):
   """The groups' params stacked [G, ...] (a plain dict, unpacked once if packed)."""
   stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-  return stacked.unpacked() if isinstance(stacked, priors.Packed) else stacked
+  return stacked.unpacked() if isinstance(stacked, packed.Packed) else stacked
 
 
 # The density of G groups at once: params stacked [G, ...], x [G, n]. Each group's

@@ -68,10 +68,10 @@ _affine_ste.defvjp(_affine_ste_fwd, _affine_ste_bwd)
 def decode_affine_ste(latent, decoder):
   """decode_group('affine', round_ste(latent), decoder) in one pass each way.
 
-  The same value and gradients, but XLA otherwise materializes the rounded
-  latent and the weight as two arrays (and keeps the first for the backward
-  pass): on LeNet-300-100 that was two of the EPR step's extra passes over
-  its 266k weights (2-core CPU).
+  The same value, and the same gradients within float rounding; written out,
+  XLA materialized the rounded latent beside the weight (for the backward
+  pass) and copied the latents: extra passes over LeNet-300-100's 266k
+  weights in every EPR step (2-core CPU).
   """
   return _affine_ste(latent, decoder['log_step'], decoder.get('shift'))
 

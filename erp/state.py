@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from erp import leaves
+from erp import packed
 from erp import priors
 from erp import rate_term
 from erp import reparam
@@ -30,7 +31,7 @@ class EprState:
   """
   latents: dict  # {path: phi}, same shape as the leaf (its DFT for 'dft' leaves).
   decoders: dict  # {path: {'log_step', ['shift']}}.
-  priors: dict  # {path: deep factorized density params, erp.priors.Packed}.
+  priors: dict  # {path: deep factorized density params, erp.packed.Packed}.
   floats: dict  # {path: theta}: leaves left uncompressed.
   kinds: tuple = flax.struct.field(pytree_node=False)  # ((path, 'affine'|'dft'|'float'), ...).
   treedef: Any = flax.struct.field(pytree_node=False)  # Structure of the params given.
@@ -74,7 +75,7 @@ def reparameterize(params, *, seed=0, model=None, keep_float=None, conv_decoder=
   names = sorted(latents)
   keys = jax.random.split(jax.random.PRNGKey(seed), max(len(names), 1))
   # One compile for every group (op by op, each group's init took ~0.3 s on CPU).
-  init = jax.jit(lambda key: priors.Packed.of(priors.init(
+  init = jax.jit(lambda key: packed.Packed.of(priors.init(
       key, filters=tuple(prior_filters), init_scale=prior_init_scale, spikes=prior_spikes)))
   prior_params = {path: init(key) for key, path in zip(keys, names)}
   return EprState(latents=latents, decoders=decoders, priors=prior_params, floats=floats,
@@ -151,10 +152,10 @@ def optimizer(*, latents=0.05, decoders=1e-3, priors=1e-2, floats=1e-3, schedule
   schedule(step) if given, except the priors') or an optax
   GradientTransformation; the decoders' and the priors' see their part as one
   vector (optax.flatten), which changes nothing for per-element rules. Latents
-  move in integer steps, so their rate is larger (0.05: ~20 steps per level). Priors must keep up with the
-  latents they price, so theirs is large and never decays: at 1e-3 and a
-  cosine decay a LeNet5 run's priors priced its latents at 1.66x the bits the
-  file spent on them.
+  move in integer steps, so their rate is larger (0.05: ~20 steps per level).
+  Priors must keep up with the latents they price, so theirs is large and never
+  decays: at 1e-3 and a cosine decay a LeNet5 run's priors priced its latents
+  at 1.66x the bits the file spent on them.
   """
   def make(value, scheduled=True):
     if isinstance(value, optax.GradientTransformation):
@@ -166,9 +167,9 @@ def optimizer(*, latents=0.05, decoders=1e-3, priors=1e-2, floats=1e-3, schedule
 
   transforms = {k: make(v, k != 'priors') for k, v in
                 dict(latents=latents, decoders=decoders, priors=priors, floats=floats).items()}
-  # The decoders and priors are ~100 arrays of 1-9 numbers: updated as one vector
-  # each, the step has a few XLA ops where it had several hundred, each costing more
-  # to launch than to run (LeNet-300-100, 2-core CPU: step time -20 %).
+  # The decoders (a number or two a leaf) and the priors (~45 numbers a leaf), each
+  # part updated as one vector: a few XLA ops where every leaf took several, each
+  # costing more to launch than to run (LeNet-300-100 on a 2-core CPU).
   flat = {k: optax.flatten(transforms[k]) for k in ('decoders', 'priors')}
 
   def transform(k, part):

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from erp import packed
 from erp import priors
 from erp import rate_table
 from erp import rate_term
@@ -239,24 +240,27 @@ def test_spikes_price_a_few_level_histogram_that_a_deep_factorized_density_canno
 
 
 def test_packed_params_are_the_same_density_and_restore_from_either_checkpoint_form():
-  """A state holds each prior as one vector (priors.Packed): the density, its bits and
+  """A state holds each prior as one vector (packed.Packed): the density, its bits and
   gradients are those of the dict it packs; flax state dicts restore it from its own form
   and from the named arrays checkpoints held before packing; a damaged one is refused."""
   params = priors.init(jax.random.PRNGKey(3), spikes=2)
-  packed = priors.Packed.of(params)
-  assert packed.vector.shape == (sum(np.size(v) for v in params.values()),)
-  assert set(packed) == set(params) and 'spike_logits' in packed and 'nope' not in packed
+  one = packed.Packed.of(params)
+  assert one.vector.shape == (sum(np.size(v) for v in params.values()),)
+  assert set(one) == set(params) and 'spike_logits' in one and 'nope' not in one
+  for key, value in one.unpacked().items():
+    np.testing.assert_array_equal(value, params[key])
+    np.testing.assert_array_equal(one[key], params[key])
   x = jnp.linspace(-30.0, 30.0, 301)
-  np.testing.assert_array_equal(priors.bits_of(packed, x), priors.bits_of(params, x))
+  np.testing.assert_array_equal(priors.bits_of(one, x), priors.bits_of(params, x))
   grad = jax.grad(lambda p: priors.bits_of(p, x).sum())
-  np.testing.assert_allclose(priors.Packed.of(grad(params)).vector, grad(packed).vector,
+  np.testing.assert_allclose(packed.Packed.of(grad(params)).vector, grad(one).vector,
                              rtol=1e-6)
-  stacked = jax.tree.map(lambda *v: jnp.stack(v), packed, packed)  # Batched, as the rate is.
+  stacked = jax.tree.map(lambda *v: jnp.stack(v), one, one)  # Batched, as the rate is.
   np.testing.assert_array_equal(jax.vmap(priors.bits_of, (0, None))(stacked, x)[1],
                                 priors.bits_of(params, x))
-  template = priors.Packed.of(priors.init(jax.random.PRNGKey(0), spikes=2))
-  for state in (flax.serialization.to_state_dict(packed), jax.tree.map(np.asarray, params)):
+  template = packed.Packed.of(priors.init(jax.random.PRNGKey(0), spikes=2))
+  for state in (flax.serialization.to_state_dict(one), jax.tree.map(np.asarray, params)):
     restored = flax.serialization.from_state_dict(template, state)
-    np.testing.assert_array_equal(restored.vector, packed.vector)
+    np.testing.assert_array_equal(restored.vector, one.vector)
   with pytest.raises(ValueError, match='missing from the checkpoint'):
     flax.serialization.from_state_dict(template, {'matrix_0': params['matrix_0']})
