@@ -124,7 +124,11 @@ def _mass(params, x, lower, upper):
   sign = jax.lax.stop_gradient(jnp.where(lower + upper > 0, -1.0, 1.0))
   factorized = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
   weight, scale = _tail(params)  # scale > 1/2: the one arctan is then exact.
-  cauchy = jnp.arctan(scale / (scale * scale + x * x - 0.25)) / jnp.pi
+  # scale**2 - 1/4 = e (1 + e), e = scale - 1/2: written so, no cancellation when a
+  # prior narrows its Cauchy part onto 0 (e -> 0), where scale**2 - 0.25 rounded to 0
+  # in float32 and the priors' gradient became NaN (a LeNet5 run, after 18k steps).
+  excess = jnp.exp(params['tail_log_scale'])
+  cauchy = jnp.arctan(scale / (excess * (1 + excess) + x * x)) / jnp.pi
   mass = (1 - weight) * factorized + weight * cauchy
   if 'spike_logits' not in params:
     return mass

@@ -182,6 +182,8 @@ def file_step(step):
 def file_decoder(decoder):
   """(decoder snapped to the file's grid, float32; its integers {'log_step', ['shift']})."""
   log_step = np.asarray(decoder['log_step'], np.float64)
+  if not (np.all(np.isfinite(log_step)) and np.isfinite(float(decoder.get('shift', 0.0)))):
+    raise ErpError('a decoder has a non-finite step or shift (did training diverge?)')
   k = np.round(log_step * LOG_STEP_UNITS).astype(np.int64)
   ints = {'log_step': k}
   if 'shift' in decoder:

@@ -231,6 +231,9 @@ def train_and_evaluate(config, workdir, overwrite=False):
       pending = []
       rate = steps_done / max(time.time() - t_loop, 1e-9)
       step = int(state.step)
+      if not np.isfinite(metrics['loss']):  # Checkpoints keep the last finite state.
+        raise ErpError(f'training diverged: the loss is {metrics["loss"]} by step {step} '
+                       f'(epoch {epoch + 1}); the newest checkpoint in {workdir} is from before')
       print(f'step {step}/{total_steps} epoch {epoch + 1} loss {metrics["loss"]:.4f} '
             f'ce {metrics["ce"]:.4f} bits {metrics["bits"]:.0f} '
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '

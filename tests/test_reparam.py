@@ -159,3 +159,10 @@ def test_the_state_optimizer_updates_each_part_as_its_own_adam():
   float_only = erp.reparameterize(params, keep_float=lambda path, value: True)
   empty = tx.init(float_only)  # Parts with no arrays (a float run) are no error.
   tx.update(jax.tree.map(jnp.ones_like, float_only), empty, float_only)
+
+
+def test_a_non_finite_decoder_is_one_clear_error():
+  for decoder in ({'log_step': jnp.float32(np.nan)},
+                  {'log_step': jnp.float32(-2.0), 'shift': jnp.float32(np.inf)}):
+    with pytest.raises(erp.ErpError, match='non-finite step or shift'):
+      reparam.file_decoder(decoder)
