@@ -30,8 +30,7 @@ class Packed(collections.abc.Mapping):
     """Packed params of a mapping of arrays (e.g. init's dict), in sorted name order (as
     JAX orders a dict's leaves)."""
     layout = tuple((k, tuple(np.shape(params[k]))) for k in sorted(params))
-    return cls(jnp.concatenate([jnp.ravel(jnp.asarray(params[k], jnp.float32))
-                                for k, _ in layout]), layout)
+    return cls(_concatenated(params, layout), layout)
 
   def __getitem__(self, name):
     start = 0
@@ -80,8 +79,13 @@ def _packed_from_state_dict(packed, state):
   missing = [key for key, _ in packed.layout if key not in state]
   if missing:
     raise ValueError(f'prior parameters missing from the checkpoint: {missing}')
-  return Packed(jnp.concatenate([jnp.ravel(jnp.asarray(state[key], jnp.float32))
-                                 for key, _ in packed.layout]), packed.layout)
+  return Packed(_concatenated(state, packed.layout), packed.layout)
+
+
+def _concatenated(params, layout):
+  """The float32 vector of params' arrays, in layout's order."""
+  return jnp.concatenate([jnp.ravel(jnp.asarray(params[key], jnp.float32))
+                          for key, _ in layout])
 
 
 flax.serialization.register_serialization_state(Packed, _packed_state_dict,

@@ -123,12 +123,11 @@ def _mass(params, x, lower, upper):
   """probability_mass from the deep factorized logits at x - 1/2 (lower) and x + 1/2."""
   sign = jax.lax.stop_gradient(jnp.where(lower + upper > 0, -1.0, 1.0))
   factorized = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
-  weight, scale = _tail(params)  # scale > 1/2: the one arctan is then exact.
-  # scale**2 - 1/4 = e (1 + e), e = scale - 1/2: written so, no cancellation when a
-  # prior narrows its Cauchy part onto 0 (e -> 0), where scale**2 - 0.25 rounded to 0
-  # in float32 and the priors' gradient became NaN (a LeNet5 run, after 18k steps).
-  excess = jnp.exp(params['tail_log_scale'])
-  cauchy = jnp.arctan(scale / (excess * (1 + excess) + x * x)) / jnp.pi
+  weight, excess = _tail(params)  # scale = 1/2 + excess > 1/2: the one arctan is exact.
+  # scale**2 - 1/4 written as excess (1 + excess): no cancellation when a prior narrows
+  # its Cauchy part onto 0 (excess -> 0), where scale**2 - 0.25 rounded to 0 in float32
+  # and the priors' gradient became NaN (a LeNet5 run, after 18k steps).
+  cauchy = jnp.arctan((0.5 + excess) / (excess * (1 + excess) + x * x)) / jnp.pi
   mass = (1 - weight) * factorized + weight * cauchy
   if 'spike_logits' not in params:
     return mass
@@ -160,8 +159,8 @@ def _spike_at(padded, k):
 
 
 def _tail(params):
-  """(weight, scale) of the Cauchy part."""
-  return jax.nn.sigmoid(params['tail_logit']), 0.5 + jnp.exp(params['tail_log_scale'])
+  """(weight, excess) of the Cauchy part, whose scale is 1/2 + excess."""
+  return jax.nn.sigmoid(params['tail_logit']), jnp.exp(params['tail_log_scale'])
 
 
 def bits_of(params, x):
@@ -201,9 +200,9 @@ def integer_bits(params, latent):
 def cumulative(params, x):
   """The mixture's cumulative at x: (1 - w) sigmoid(f(x)) + w (1/2 + arctan(x / s) / pi),
   and with spikes, mixed with the categorical's (piecewise linear) cumulative."""
-  weight, scale = _tail(params)
+  weight, excess = _tail(params)
   out = ((1 - weight) * jax.nn.sigmoid(logits_cumulative(params, x))
-         + weight * (0.5 + jnp.arctan(x / scale) / jnp.pi))
+         + weight * (0.5 + jnp.arctan(x / (0.5 + excess)) / jnp.pi))
   if 'spike_logits' not in params:
     return out
   spike = jax.nn.sigmoid(params['spike_logit'])
