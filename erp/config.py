@@ -74,7 +74,7 @@ def base_config():
   c.rd.prior_filters = (3, 3, 3)
   c.rd.prior_samples = 16384  # Groups larger are 'large': their priors' fit takes this many
   # sampled elements (erp.rate_term.training_bits); 0: no group is large.
-  c.rd.rate_table_points = 4096  # The latents' rate gradient reads each density from a
+  c.rd.rate_table_points = 2048  # The latents' rate gradient reads each density from a
   # table of at most this many points (erp.rate_table); 0: evaluates it at every latent.
   c.rd.prior_init_scale = 10.0
   c.rd.prior_spikes = 0  # K > 0: each prior also mixes in a categorical over -K..K.

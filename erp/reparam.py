@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from erp import exact
+from erp import materialize
 from erp.errors import ErpError
 
 DECODERS = ('affine', 'dft', 'float')
@@ -50,7 +51,9 @@ def _affine_ste(latent, log_step, shift):
 
 
 def _affine_ste_fwd(latent, log_step, shift):
-  weight = _affine_ste(latent, log_step, shift)
+  # Materialized: the backward pass then reads this weight instead of recomputing it
+  # from the latents late in the step, which made XLA:CPU copy every latent first.
+  weight = materialize.materialized(_affine_ste(latent, log_step, shift))
   return weight, (weight, log_step, shift)
 
 
@@ -59,7 +62,22 @@ def _affine_ste_bwd(residuals, g):
   # the forward pass wrote, so nothing re-reads or re-rounds the latents.
   weight, log_step, shift = residuals
   scaled = weight if shift is None else weight - shift
-  return g * jnp.exp(log_step), jnp.sum(g * scaled), None if shift is None else jnp.sum(g)
+  return g * jnp.exp(log_step), _sum_of_product(g, scaled), None if shift is None else jnp.sum(g)
+
+
+def _sum_of_product(a, b):
+  """sum(a * b), as rows times a vector of ones and then a sum.
+
+  Written as one reduction of a product whose factor comes out of a dot (the
+  weight's gradient), XLA:CPU split it into 32 x 32 windows (for its precision)
+  and ran those slowly: on LeNet-300-100's 784 x 300 kernel the reduction cost
+  0.28 ms, this form 0.07 ms (one core, jax 0.10), against a ~1.2 ms float step.
+  """
+  if a.ndim < 2:
+    return jnp.sum(a * b)
+  rows = (a * b).reshape(-1, a.shape[-1])
+  return jnp.sum(jnp.matmul(rows, jnp.ones(a.shape[-1], a.dtype),
+                            precision=jax.lax.Precision.HIGHEST))
 
 
 _affine_ste.defvjp(_affine_ste_fwd, _affine_ste_bwd)

@@ -82,7 +82,7 @@ def test_every_config_is_locked(name):
     ({'train.distill_weight': float('nan')}, 'train.distill_weight must be a finite'),
     ({'train.distill_weight': 0.5}, 'needs train.distill_from'),
     ({'train.distill_temperature': 0.0}, 'train.distill_temperature must be > 0'),
-    ({'rd.rate_table_points': 10}, 'a rate table needs at least 49 points'),
+    ({'rd.rate_table_points': 10}, 'a rate table needs at least 33 points'),
     ({'rd.prior_samples': -1}, 'rd.prior_samples must be'),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):

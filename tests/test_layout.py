@@ -7,7 +7,7 @@ from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'erp')
 LIBRARY = ('erp', 'erp.errors', 'erp.exact', 'erp.state', 'erp.leaves', 'erp.reparam', 'erp.priors',
-           'erp.packed',
+           'erp.packed', 'erp.materialize',
            'erp.rate_term', 'erp.rate_table',
            'erp.file', 'erp.coding', 'erp.container', 'erp.header_dictionary',
            'erp.adaptive', 'erp.latent_code', 'erp.codecs', 'erp.codecs.epr',

@@ -116,20 +116,23 @@ def test_exact_decode_is_the_training_decode_within_float32_rounding(kind, shape
 
 
 @pytest.mark.parametrize('shift', [False, True])
-def test_one_pass_affine_decode_equals_rounding_then_decoding(shift):
+@pytest.mark.parametrize('shape', [(40, 30), (3, 3, 16, 32), (300,)])
+def test_one_pass_affine_decode_equals_rounding_then_decoding(shift, shape):
   """decode_affine_ste is decode_group('affine', round_ste(.)) in value and in every
-  gradient (latents, log step, shift), and the weight a file decodes to."""
+  gradient (latents, log step, shift), and the weight a file decodes to; for small
+  leaves and for large ones (whose weight is materialized and whose log step's
+  gradient is a matrix-vector product)."""
   rng = np.random.default_rng(0)
-  latent = jnp.asarray(rng.normal(0, 3, (40, 30)), jnp.float32)
+  latent = jnp.asarray(rng.normal(0, 3, shape), jnp.float32)
   decoder = {'log_step': jnp.float32(-1.3)}
   if shift:
     decoder['shift'] = jnp.float32(0.4)
-  g = jnp.asarray(rng.normal(size=(40, 30)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=shape), jnp.float32)
   fused = lambda l, d: (reparam.decode_affine_ste(l, d) * g).sum()
   plain = lambda l, d: (reparam.decode_group('affine', reparam.round_ste(l), d) * g).sum()
   np.testing.assert_array_equal(reparam.decode_affine_ste(latent, decoder),
                                 reparam.decode_group('affine', jnp.round(latent), decoder))
-  got = jax.grad(fused, argnums=(0, 1))(latent, decoder)
+  got = jax.jit(jax.grad(fused, argnums=(0, 1)))(latent, decoder)
   want = jax.grad(plain, argnums=(0, 1))(latent, decoder)
   assert set(got[1]) == set(decoder)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
