@@ -80,7 +80,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     too. Computed from each group's histogram over [-FIT_HALF_WIDTH,
     FIT_HALF_WIDTH) (one density evaluation per integer, whatever the group's
     size; latents beyond count at the edge: trained LeNets' stay within +-33),
-    counted on `prior_samples` random elements in larger groups (rounded_bits).
+    counted on `prior_samples` elements, evenly spaced from a random start, in
+    larger groups (rounded_bits, sample_indices).
   * 'noisy' (as the paper, after Balle et al. 2018): the value and the priors'
     fit are the bits at the same latents + noise, i.e. the unrounded latents'
     histogram blurred by one bin; the priors' gradient is estimated without bias

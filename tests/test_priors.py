@@ -158,8 +158,9 @@ def test_rounded_fit_prices_the_integers_the_file_codes():
 
 
 def test_sampled_rounded_fit_is_unbiased():
-  """Groups larger than `samples` histogram that many elements drawn at random and scale
-  them: one draw differs from the full count, the mean over draws converges to it."""
+  """Groups larger than `samples` histogram that many elements (evenly spaced from a
+  random start) and scale them: one draw differs from the full count, the mean over
+  draws converges to it."""
   rng = np.random.default_rng(5)
   latents = {'g': jnp.asarray(np.round(rng.laplace(0.0, 3.0, 50000)), jnp.float32)}
   params = {'g': priors.init(jax.random.PRNGKey(0))}
