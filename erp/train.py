@@ -249,7 +249,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
                     'wall_s': time.time() - start, **line})
       print(f'eval epoch {epoch + 1}: ' + ', '.join(
           f'{k} {line[k]:.{d}f}' for k, d in (('error_pct', 2), ('num_bytes', 0),
-                                              ('est_over_coded', 3)) if line.get(k)),
+                                              ('est_over_coded', 3), ('est_over_iid', 3))
+          if line.get(k)),
             flush=True)
     if last or (epoch + 1) % config.train.checkpoint_every_epochs == 0:
       workdir_lib.save_checkpoint(workdir, state, config.train.keep_checkpoints)

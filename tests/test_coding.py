@@ -49,6 +49,17 @@ def test_coded_bits_within_1_percent_of_ideal():
   assert abs(8 * len(stream) - ideal) / ideal < 0.01, (8 * len(stream), ideal)
 
 
+def test_empirical_bits_is_the_histograms_entropy():
+  assert coding.empirical_bits(np.array([3, 3, 3])) == 0.0
+  assert coding.empirical_bits(np.array([0, 1, 0, 1])) == pytest.approx(4.0)
+  assert coding.empirical_bits(np.array([[5, 5], [5, -2]])) == pytest.approx(
+      -3 * np.log2(0.75) - np.log2(0.25))
+  # No fixed table codes values in fewer bits than their own histogram's.
+  values = np.random.default_rng(1).geometric(0.3, 5000)
+  counts = coding.quantize_pmf(np.bincount(values)[1:] / len(values), 14)
+  assert coding.ideal_bits(values, 1, counts) >= coding.empirical_bits(values)
+
+
 def test_escape_count_mismatch_is_an_error():
   counts = coding.quantize_pmf([0.5, 0.4, 0.1], 12)
   stream, escaped = coding.encode(np.array([0, 1, 7, 0]), 0, counts)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import erp
+from erp import coding
 from erp import export
 from erp import runs
 from erp import train
@@ -66,6 +67,11 @@ def test_epr_run_exports_a_file_that_decodes_to_the_trained_model(epr_run):
     assert bits['coded_bits'] == export['groups'][group]['coded_bits']
   assert record['est_over_coded'] == pytest.approx(
       export['est_latent_bits'] / export['coded_latent_bits'], rel=1e-6)
+  # est / coded = est / iid (the priors' fit) x iid / coded (the coder's structure).
+  assert record['iid_latent_bits'] == pytest.approx(export['iid_latent_bits'])
+  assert record['est_over_iid'] * record['iid_over_coded'] == pytest.approx(
+      record['est_over_coded'], rel=1e-6)
+  assert 1.0 <= record['est_over_iid'] < 1.5  # A prior never beats the histogram itself.
   assert os.path.getsize(workdir / 'model.erp') == export['num_bytes']
   # The file is far smaller than float32, and the latents' own histogram codes
   # them in no more bits than the training-time estimate from the priors.
@@ -82,10 +88,10 @@ def test_prior_tables_code_at_the_training_estimate(epr_run, tmp_path):
                                      batch_stats)
   coded = sum(s['coded_bits'] for s in stats.values())
   assert 0.9 < coded / sum(est.values()) < 1.1, (coded, sum(est.values()))
-  entropy = 0.0  # The latents' empirical entropy: no table codes them in fewer bits.
-  for latent in trainable.latents.values():
-    counts = np.unique(np.round(np.asarray(latent)), return_counts=True)[1]
-    entropy -= float((counts * np.log2(counts / counts.sum())).sum())
+  # The latents' empirical entropy: no table codes them in fewer bits.
+  entropy = sum(coding.empirical_bits(np.round(np.asarray(latent)))
+                for latent in trainable.latents.values())
+  assert entropy == pytest.approx(sum(s['iid_bits'] for s in stats.values()))
   assert coded >= entropy - 64 * len(stats), (coded, entropy)
   _, variables, _ = erp.load(str(tmp_path / 'prior.erp'))
   _, expected, _ = erp.load(str(workdir / 'model.erp'))

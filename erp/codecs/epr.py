@@ -66,6 +66,7 @@ def write(values, decoder, table=None):
   mode = {latent_code.TABLE: 'table', latent_code.ACTIVE: 'active'}
   return payload, {
       'coded_bits': 8 * len(code['stream']),
+      'iid_bits': coding.empirical_bits(values),
       'payload_bytes': len(payload),
       'mode': mode.get(code['mode'], f'adaptive{code["mode"]}'),
       'num_symbols': code['num_symbols'],
@@ -148,4 +149,5 @@ def describe(payload, leaf, value):
   """Stats of the coded latents (not of the decoded weights, value)."""
   del value
   values, _, stream = read_group(payload, leaf)
-  return coding.code_stats(8 * len(stream), values)
+  return {**coding.code_stats(8 * len(stream), values),
+          'iid_bits': coding.empirical_bits(values)}
