@@ -166,10 +166,15 @@ def export_and_check(config, workdir, state, val, test, predict):
       'write_s': write_s,  # Building the tables, coding, writing.
       'decode_s': decode_s,
       'est_latent_bits': sum(est.values()),
-      'coded_latent_bits': sum(s['coded_bits'] for s in stats.values()),
-      'iid_latent_bits': sum(s['iid_bits'] for s in stats.values()),
+      **_latent_bits(stats),
       'groups': stats,
   }
+
+
+def _latent_bits(stats):
+  """The file's coded bits and its latents' own histograms' bits, summed over the groups."""
+  return {f'{k}_latent_bits': sum(s[f'{k}_bits'] for s in stats.values())
+          for k in ('coded', 'iid')}
 
 
 def load_workdir(workdir):
@@ -205,8 +210,7 @@ def reexport(workdir, out=None, table=None):
     result['export'].update(num_bytes=record['num_bytes'], error_pct=record['error_pct'],
                             val_error_pct=record['val_error_pct'],
                             decode_s=record['decode_seconds'], groups=stats,
-                            coded_latent_bits=sum(s['coded_bits'] for s in stats.values()),
-                            iid_latent_bits=sum(s['iid_bits'] for s in stats.values()))
+                            **_latent_bits(stats))
     if 'prior_fit' in result:  # From the file just written, not a second encoding.
       result['prior_fit'] = _fit_of(record['num_bytes'], stats)
     workdir_lib.write_result(workdir, result)

@@ -34,6 +34,13 @@ def distilled(train):
   return f' +kd(w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
 
 
+def latent_lr(rd):
+  """' latent lr=…' where a run's latents' learning rate is not the default, else ''."""
+  default = config_lib.base_config().rd.latent_lr
+  lr = rd.get('latent_lr', default)
+  return '' if lr == default else f' latent lr={lr:g}'
+
+
 def surp_setting(s):
   """SuRP's knobs: per-layer (ours) or global (the authors'), the stages, the refinement."""
   if s.get('scope', 'layer') == 'global':
@@ -51,7 +58,7 @@ def setting(r):
                       f'{" from float" if c.get("init_from") else ""}'
                       f'{" +aug" if c["train"].get("augment") else ""}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
-                      f'{distilled(c["train"])}'),
+                      f'{distilled(c["train"])}{latent_lr(c["rd"])}'),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'

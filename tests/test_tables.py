@@ -28,10 +28,14 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
   _write(tmp_path, 'mnist', 'a_float', 'float', None, 1.5, base)
   _write(tmp_path, 'mnist', 'b_epr', 'epr', 8000, 1.9, base)
   _write(tmp_path, 'mnist', 'c_uniform', 'uniform', 100_000, 1.6, base)
+  # A knob away from its default shows in the setting (runs differing in it never merge).
+  _write(tmp_path, 'mnist', 'd_epr', 'epr', 7000, 2.0,
+         {**base, 'rd': {'lmbda': 0.1, 'latent_lr': 0.1}})
   rows = tables.rows(str(tmp_path))
   assert [(r['method'], r['num_bytes'], r['error_pct']) for r in rows] == [
-      ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6)]
-  assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ']
+      ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6),
+      ('epr', 7000, 2.0)]
+  assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ', 'λ=0.1 latent lr=0.1']
   text = tables.markdown(rows)
   assert '| 8,000 | 8.00 | 133× |  | 1.90 % |' in text  # No validation split: blank.
   pub = tables.published_markdown(rows, [{'dataset': 'mnist', 'model': 'lenet300',

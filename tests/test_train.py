@@ -1,6 +1,7 @@
 """Short end-to-end runs on real MNIST: float training, EPR training, export, reload."""
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +115,23 @@ def test_loaded_params_equal_in_memory_params(epr_run):
   assert (loaded_config.model.name, loaded_config.data.name) == ('lenet300', 'mnist')
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_reexport_rewrites_the_file_and_its_record(epr_run, tmp_path):
+  _, workdir, result = epr_run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  (copy / 'model.erp').unlink()
+  record = export.reexport(str(copy))
+  saved = json.loads((copy / 'result.json').read_text())['export']
+  # The same checkpoint makes the same file, and the record is rewritten from it.
+  assert (copy / 'model.erp').read_bytes() == (workdir / 'model.erp').read_bytes()
+  assert saved['num_bytes'] == record['num_bytes'] == result['export']['num_bytes']
+  assert saved['error_pct'] == result['export']['error_pct']
+  assert saved['coded_latent_bits'] == sum(g['coded_bits'] for g in saved['groups'].values())
+  assert saved['iid_latent_bits'] == pytest.approx(
+      sum(g['iid_bits'] for g in saved['groups'].values()))
+  assert saved['iid_latent_bits'] == pytest.approx(result['export']['iid_latent_bits'])
 
 
 def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
