@@ -72,7 +72,7 @@ def base_config():
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
   c.rd.min_init_step = 0.01  # but at least this (zero-initialized biases).
   c.rd.prior_filters = (3, 3, 3)
-  c.rd.prior_samples = 16384  # Groups larger are 'large': their priors' fit takes this many
+  c.rd.prior_samples = 4096  # Groups larger are 'large': their priors' fit takes this many
   # sampled elements (erp.rate_term.training_bits); 0: no group is large.
   c.rd.rate_table_points = 2048  # The latents' rate gradient reads each density from a
   # table of at most this many points (erp.rate_table); 0: evaluates it at every latent.

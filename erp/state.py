@@ -118,7 +118,7 @@ def decode(state, quantize=True, exact=False):
   return jax.tree_util.tree_unflatten(state.treedef, [flat[p] for p, _ in state.kinds])
 
 
-def rate(state, rng=None, *, per_group=False, prior_samples=16384, table_points=2048,
+def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2048,
          prior_fit='rounded'):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 

@@ -1,7 +1,7 @@
 """How well the training-time rate prices each committed EPR file, and why it misses.
 
 python experiments/rate_fit.py [--root experiments/results] [--out experiments/results/rate_fit.md]
-python experiments/rate_fit.py --refit_steps 4000 --filters 3,3,3 --match RUN_SUBSTRING --out F.md
+python experiments/rate_fit.py --refit_steps 4000 --filters 3,3,3 --match NAME,NAME --out F.md
 
 For every EPR run with a validation split: the priors' estimate of the rounded
 latents (result.json's export.groups[*].est_bits, written at export), the bits
@@ -121,19 +121,22 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--root', default='experiments/results')
   p.add_argument('--out', default='experiments/results/rate_fit.md')
-  p.add_argument('--match', default='', help='only runs whose name holds this')
+  p.add_argument('--match', default='', help='only runs whose name holds one of these '
+                 '(comma-separated)')
   p.add_argument('--refit_steps', type=int, default=0)
   p.add_argument('--filters', default='3,3,3', help="the refitted priors' filters")
   args = p.parse_args()
   filters = tuple(int(f) for f in args.filters.split(','))
   rows = []
   for run_dir in sorted(glob.glob(os.path.join(args.root, '*', '*'))):
-    if args.match not in os.path.basename(run_dir) or not os.path.exists(
-        os.path.join(run_dir, 'model.erp')):
+    name = os.path.basename(run_dir)
+    if not any(m in name for m in args.match.split(',')):
+      continue
+    if not os.path.exists(os.path.join(run_dir, 'model.erp')):
       continue
     fit = run_fit(run_dir, args.refit_steps, filters)
     if fit:
-      rows.append((os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir), fit))
+      rows.append((os.path.basename(os.path.dirname(run_dir)), name, fit))
   text = markdown(rows)
   with open(args.out, 'w') as f:
     f.write(text)
