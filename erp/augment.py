@@ -19,4 +19,9 @@ def shift(images, rng):
   return pad_crop_flip(images, rng, pad=2, flip=False)
 
 
-AUGMENTATIONS = {'pad_crop_flip': pad_crop_flip, 'shift': shift}
+def shift_flip(images, rng):
+  """Garments (Fashion-MNIST): the digits' shift and a left-right mirror half the time."""
+  return pad_crop_flip(images, rng, pad=2, flip=True)
+
+
+AUGMENTATIONS = {'pad_crop_flip': pad_crop_flip, 'shift': shift, 'shift_flip': shift_flip}

@@ -27,6 +27,7 @@ def base_config():
   # The last val_size training examples are the validation split, never trained on:
   # every choice is made on it; the test split is evaluated once, at the end of a run.
   c.data.val_size = 10000
+  c.data.augmentation = ''  # train.augment's (erp.augment.AUGMENTATIONS); empty: the dataset's.
   c.data.image_size = 0  # Image folders (ImageNet): the crop's side; 0: the dataset's (224).
   c.data.threads = 2  # Input pipeline (grain) threads making batches ahead of the step,
   c.data.workers = 0  # and worker processes (image decoding); 0: threads only.
@@ -47,7 +48,7 @@ def base_config():
   c.train.augment = False  # The dataset's augmentation (data.DatasetInfo.augment), in the pipeline.
   c.train.export = True  # Write model.erp at the end of training.
   c.train.compute_dtype = 'float32'  # Or 'bfloat16': the model's forward and backward pass.
-  c.train.distill_from = ''  # A float run of the same model to distill from (erp.distill),
+  c.train.distill_from = ''  # A float run (any model, same data) to distill from (erp.distill),
   c.train.distill_weight = 0.0  # with this weight on its softened outputs (0: labels only)
   c.train.distill_temperature = 1.0  # at this temperature.
 
@@ -205,8 +206,8 @@ def validate(config):
   if _number(config, 'rd.rate_table_points'):
     rate_table.mantissa_bits(config.rd.rate_table_points)  # Refuses too small a table.
   if config.train.distill_weight and not config.train.distill_from:
-    raise ErpError('train.distill_weight > 0 needs train.distill_from (a float run of the '
-                   'same model)')
+    raise ErpError('train.distill_weight > 0 needs train.distill_from (a float run on the '
+                   'same data)')
 
 
 def differing_keys(a, b):

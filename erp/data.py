@@ -101,12 +101,16 @@ def source(data_config, split, augment=False):
   validation images in class folders), else as a tfds_source.TfdsSource over
   tfds' imagenet2012 train and validation records. Its held-out 'val' is
   data_config.val_size training images drawn by a fixed seed, the same for
-  every run. augment: apply the dataset's training augmentation
-  (DatasetInfo.augment).
+  every run. augment: apply the training augmentation, data_config.augmentation
+  or else the dataset's (DatasetInfo.augment).
   """
+  chosen = data_config.get('augmentation', '')
   if data_config.name not in STREAMED:
     return ArraySource(*load_split(data_config, split),
-                       info(data_config.name).augment if augment else None)
+                       (chosen or info(data_config.name).augment) if augment else None)
+  if chosen:
+    raise ErpError(f'data.augmentation={chosen!r}: {data_config.name} is streamed and has '
+                   f'its own augmentation ({info(data_config.name).augment}); leave it empty')
   if split not in SPLITS:
     raise ErpError(f'unknown split {split!r}; known: {SPLITS}')
   size = input_shape(data_config)[0]

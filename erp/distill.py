@@ -6,24 +6,49 @@ cross-entropy with the cross-entropy to the float teacher's softened outputs,
 which carry more information per example than the label. EPR's paper trains
 on the labels alone; runs that distill say so in their config and tables.
 """
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from erp import runs
+from erp.errors import ErpError
+
+
+def teacher_model(config):
+  """The teacher's model section {'name', 'width'}: that of the run config.train.distill_from
+  names (its config.json), which may differ from the student's (e.g. a conv teacher for an
+  MLP); the student's when distill_from is a checkpoint without a run around it."""
+  stored = os.path.join(config.train.distill_from, 'config.json')
+  if not os.path.isfile(stored):
+    return {'name': config.model.name, 'width': config.model.width}
+  try:
+    with open(stored) as f:
+      section = json.load(f)['model']
+    return {'name': str(section['name']), 'width': int(section.get('width', 1))}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ErpError(f'train.distill_from: cannot read the teacher run\'s model from '
+                   f'{stored}: {e}') from None
 
 
 def teacher(config, model, ds):
   """images (preprocessed) -> the teacher's logits, or None when distillation is off.
 
-  The teacher is config.train.distill_from, a float run of the same model,
-  applied in inference mode with its weights held fixed.
+  The teacher is config.train.distill_from, a float run on the same dataset (of
+  the student's model or another, teacher_model), applied in inference mode
+  with its weights held fixed.
   """
   weight = float(config.train.get('distill_weight', 0.0))
   if not weight:
     return None
   teacher_config = config.copy_and_resolve_references()
   teacher_config.init_from = config.train.distill_from
+  section = teacher_model(config)
+  if (section['name'], section['width']) != (config.model.name, config.model.width):
+    teacher_config.model.name, teacher_config.model.width = section['name'], section['width']
+    model, _ = runs.build_model(teacher_config)
   variables = jax.tree.map(jnp.asarray, runs.init_model(teacher_config, model, ds))
 
   def logits(images):

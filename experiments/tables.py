@@ -27,11 +27,24 @@ def global_prune(r):
   return r['method'] == 'prune' and r['config']['prune'].get('scope') == 'global'
 
 
-def distilled(train):
-  """' +kd(w=…, T=…)' for a run distilled from a float teacher (erp.distill), else ''."""
+def distilled(r):
+  """' +kd(w=…, T=…)' for a run distilled from a float teacher (erp.distill), ' +kd(MODEL,
+  w=…, T=…)' from a teacher of another model, else ''."""
+  train = r['config']['train']
   if not train.get('distill_weight'):
     return ''
-  return f' +kd(w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
+  teacher = r.get('teacher_model', {}).get('name', r.get('model'))
+  other = f'{teacher}, ' if teacher != r.get('model') else ''
+  return f' +kd({other}w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
+
+
+def augmented(c):
+  """' +aug' for a run trained with its dataset's augmentation, ' +aug(NAME)' with
+  another (data.augmentation), '' without."""
+  if not c['train'].get('augment'):
+    return ''
+  name = c.get('data', {}).get('augmentation')
+  return f' +aug({name})' if name else ' +aug'
 
 
 def latent_lr(rd):
@@ -56,9 +69,9 @@ def setting(r):
   return {
       'epr': lambda: (f'λ={c["rd"]["lmbda"]:g}'
                       f'{" from float" if c.get("init_from") else ""}'
-                      f'{" +aug" if c["train"].get("augment") else ""}'
+                      f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
-                      f'{distilled(c["train"])}{latent_lr(c["rd"])}'),
+                      f'{distilled(r)}{latent_lr(c["rd"])}'),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'
@@ -79,15 +92,18 @@ def epochs(r):
   return ''
 
 
-def config_but_seed(config):
+def config_but_seed(config, teacher_model=None):
   """A run's config without its seed, keys it predates at their defaults (JSON): runs of
   one setting made by erp versions that added a key at its default still group. The float
   run a run starts or distills from counts by whether there is one, not by its path: the
-  float runs are deterministic (retrained in another workdir, the same val and test error)."""
+  float runs are deterministic (retrained in another workdir, the same val and test error);
+  a teacher of another model (result.json's teacher_model) counts by its model."""
   flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
   flat.pop('seed', None)
   for key in ('init_from', 'train.distill_from'):
     flat[key] = bool(flat.get(key))
+  if teacher_model and teacher_model.get('name') != flat.get('model.name'):
+    flat['teacher_model'] = teacher_model
   return json.dumps(flat, sort_keys=True, default=list)
 
 
@@ -110,7 +126,7 @@ def rows(results_dir):
         'error_pct': export['error_pct'] if export else r['test_error_pct'],
         'val_error_pct': (export or {}).get('val_error_pct', r.get('val_error_pct')),
         'seed': r['config'].get('seed'),
-        'config_but_seed': config_but_seed(r['config']),
+        'config_but_seed': config_but_seed(r['config'], r.get('teacher_model')),
         'wall_s': r['wall_s'],
     })
   return out

@@ -98,7 +98,8 @@ def test_preprocess_normalizes():
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('name,pad,flips', [('pad_crop_flip', 4, True), ('shift', 2, False)])
+@pytest.mark.parametrize('name,pad,flips', [('pad_crop_flip', 4, True), ('shift', 2, False),
+                                            ('shift_flip', 2, True)])
 def test_augmentations_are_crops_of_the_padded_image(name, pad, flips):
   rng = np.random.default_rng(0)
   images = rng.integers(1, 256, (64, 12, 10, 3), dtype=np.uint8)  # No zero pixel: padding shows.
@@ -157,3 +158,24 @@ def test_validation_split_is_the_held_out_end_of_the_training_files(data_dir):
       data.load_split(section, 'train')
   with pytest.raises(ErpError, match='unknown split'):
     data.load_split(c.data, 'validation')
+
+
+def test_the_training_augmentation_is_the_datasets_unless_the_config_names_one(data_dir):
+  from erp import config as config_lib
+  c = config_lib.base_config()
+  c.data.dir, c.data.name = data_dir, 'fashion_mnist'
+  assert data.source(c.data, 'train', augment=True).augment == 'shift'
+  assert data.source(c.data, 'val').augment is None  # Held-out splits are never augmented.
+  c.data.augmentation = 'shift_flip'
+  train = data.source(c.data, 'train', augment=True)
+  assert train.augment == 'shift_flip' and data.source(c.data, 'train').augment is None
+  images, _ = train.batch(np.arange(256), np.random.default_rng(1))
+  mirrored = [np.array_equal(images[i], train.images[i][:, ::-1]) and
+              not np.array_equal(images[i], train.images[i]) for i in range(256)]
+  assert sum(mirrored) > 0  # Some unshifted garments come mirrored (1 in 50 expected).
+  c.data.augmentation = 'mixup'
+  with pytest.raises(ErpError, match='unknown augmentation'):
+    data.source(c.data, 'train', augment=True)
+  c.data.name, c.data.augmentation = 'imagenet', 'shift'
+  with pytest.raises(ErpError, match='data.augmentation'):
+    data.source(c.data, 'train', augment=True)

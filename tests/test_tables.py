@@ -31,11 +31,16 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
   # A knob away from its default shows in the setting (runs differing in it never merge).
   _write(tmp_path, 'mnist', 'd_epr', 'epr', 7000, 2.0,
          {**base, 'rd': {'lmbda': 0.1, 'latent_lr': 0.1}})
+  augmented = {**base, 'train': {'num_epochs': 3, 'augment': True}}
+  _write(tmp_path, 'mnist', 'e_epr', 'epr', 7000, 2.0, augmented)
+  _write(tmp_path, 'mnist', 'f_epr', 'epr', 7000, 2.0,
+         {**augmented, 'data': {'augmentation': 'shift_flip'}})
   rows = tables.rows(str(tmp_path))
   assert [(r['method'], r['num_bytes'], r['error_pct']) for r in rows] == [
       ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6),
-      ('epr', 7000, 2.0)]
-  assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ', 'λ=0.1 latent lr=0.1']
+      ('epr', 7000, 2.0), ('epr', 7000, 2.0), ('epr', 7000, 2.0)]
+  assert [r['setting'] for r in rows] == ['', 'λ=0.1', 'step=0.5σ', 'λ=0.1 latent lr=0.1',
+                                          'λ=0.1 +aug', 'λ=0.1 +aug(shift_flip)']
   text = tables.markdown(rows)
   assert '| 8,000 | 8.00 | 133× |  | 1.90 % |' in text  # No validation split: blank.
   pub = tables.published_markdown(rows, [{'dataset': 'mnist', 'model': 'lenet300',
@@ -140,6 +145,25 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
   assert group['seeds'] == [1, 2, 3] and group['num_bytes'] == (1500.0, 100.0)
   assert abs(group['val_error_pct'][0] - 1.0) < 1e-12 and abs(group['error_pct'][1] - 0.1) < 1e-12
   assert '| 1.500 ± 0.100 | 1.00 ± 0.10 % | 0.90 ± 0.10 % |' in tables.seed_markdown([group])
+
+
+def test_a_teacher_of_another_model_is_named_and_never_merged_with_the_students_own(tmp_path):
+  kd = {'train': {'num_epochs': 10, 'distill_from': '/float', 'distill_weight': 0.5,
+                  'distill_temperature': 4.0}, 'rd': {'lmbda': 1.0}, 'model': {'name': 'lenet300'}}
+  for run, teacher in (('own', None), ('conv', 'lenet5')):
+    for seed in (1, 2):
+      _write(tmp_path, 'mnist', f'{run}{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
+      path = tmp_path / 'mnist' / f'{run}{seed}' / 'result.json'
+      result = json.loads(path.read_text())
+      result['export']['val_error_pct'] = 2.0
+      result['teacher_model'] = {'name': teacher or 'lenet300', 'width': 1}
+      path.write_text(json.dumps(result))
+  rows = tables.rows(str(tmp_path))
+  assert {r['run']: r['setting'] for r in rows} == {
+      'own1': 'λ=1 +kd(w=0.5, T=4)', 'own2': 'λ=1 +kd(w=0.5, T=4)',
+      'conv1': 'λ=1 +kd(lenet5, w=0.5, T=4)', 'conv2': 'λ=1 +kd(lenet5, w=0.5, T=4)'}
+  assert sorted(g['runs'] for g in tables.seed_means(rows)) == [['conv1', 'conv2'],
+                                                                ['own1', 'own2']]
 
 
 def _group(method, num_bytes, val, test, seeds=(1,)):

@@ -297,6 +297,28 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir):
   np.testing.assert_allclose(records[2], records[1], rtol=1e-4)
 
 
+def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir):
+  from erp import distill
+  teacher_dir = str(tmp_path / 'lenet5_float')  # A float LeNet5 run (untrained will do).
+  t = _config(data_dir, model='lenet5')
+  model_t, _, trainable_t, batch_stats_t = runs.setup(t)
+  workdir_lib.write_config(teacher_dir, t)
+  workdir_lib.save_checkpoint(teacher_dir, train.TrainState(
+      step=jnp.zeros((), jnp.int32), trainable=trainable_t, batch_stats=batch_stats_t,
+      opt_state={}, rng=jax.random.PRNGKey(0)))
+  c = _config(data_dir, enabled=True)  # An MLP student.
+  c.train.distill_from, c.train.distill_weight = teacher_dir, 0.5
+  assert distill.teacher_model(c) == {'name': 'lenet5', 'width': 1}
+  model, ds, _, _ = runs.setup(c)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 28, 28, 1)), jnp.float32)
+  expected = model_t.apply(export.variables_of(trainable_t, batch_stats_t), x, train=False)
+  np.testing.assert_allclose(distill.teacher(c, model, ds)(x), expected, rtol=1e-5, atol=1e-5)
+  with open(os.path.join(teacher_dir, 'config.json'), 'w') as f:
+    f.write('{"model": 3')  # Damaged: one clear error, not the student's model by mistake.
+  with pytest.raises(erp.ErpError, match='teacher run'):
+    distill.teacher(c, model, ds)
+
+
 def test_distillation_loss_pulls_toward_the_teacher():
   """weight=0 is the labels' cross-entropy; with weight=1 the loss is smallest, and its
   gradient zero, where the student's logits equal the teacher's (any temperature)."""
