@@ -265,7 +265,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
                 steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
-  if teacher is not None:
+  if config.train.get('distill_weight'):
     result['teacher_model'] = distill.teacher_model(config)
   if config.rd.enabled:  # The last evaluation's: the state has not changed since.
     result.update(estimate=record['estimate'], prior_fit=record['prior_fit'])

@@ -313,6 +313,11 @@ def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 28, 28, 1)), jnp.float32)
   expected = model_t.apply(export.variables_of(trainable_t, batch_stats_t), x, train=False)
   np.testing.assert_allclose(distill.teacher(c, model, ds)(x), expected, rtol=1e-5, atol=1e-5)
+  c.train.num_steps, c.train.export, c.rd.lmbda = 5, False, 0.1  # A distilled run records it.
+  result = train.train_and_evaluate(c, str(tmp_path / 'student'))
+  assert result['teacher_model'] == {'name': 'lenet5', 'width': 1}
+  assert json.loads((tmp_path / 'student' / 'result.json').read_text())['teacher_model'][
+      'name'] == 'lenet5'
   with open(os.path.join(teacher_dir, 'config.json'), 'w') as f:
     f.write('{"model": 3')  # Damaged: one clear error, not the student's model by mistake.
   with pytest.raises(erp.ErpError, match='teacher run'):
