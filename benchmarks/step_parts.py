@@ -1,0 +1,87 @@
+"""What each part of the EPR step's rate term costs: the step timed without it.
+
+python benchmarks/step_parts.py [--model lenet300] [--rounds 40] [--out FILE.json]
+
+Builds the float step, the EPR step, and the EPR step with one part of the
+rate term replaced by a zero of the same dependencies (so XLA keeps the rest
+as it was): 'no_rate' (erp.rate_term.training_bits: no rate at all, leaving
+the decode and the optimizers), 'no_fit' (rounded_bits: the priors' fit to the
+rounded latents) and 'no_slope' (rate_table.slope_only: the latents' gradient
+from the tables). All are timed in alternating blocks as benchmarks/step_time.py
+does; each one's median ratio to the float step says what its part costs.
+These steps train nothing useful: they exist to be timed.
+"""
+import argparse
+import os
+import platform
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from erp import config as config_lib
+from erp import data
+from erp import rate_table
+from erp import rate_term
+
+import record as record_lib  # benchmarks/record.py, beside this script.
+from step_time import Stepper
+
+
+def _no_rate(latents, *unused_args, **unused_kwargs):
+  return {n: 0.0 * latents[n].ravel()[0] for n in latents}
+
+
+def _no_fit(latents, prior_params, names, *unused_args, **unused_kwargs):
+  return jnp.zeros(len(names)) + 0.0 * sum(jax.tree.leaves(prior_params[n])[0].ravel()[0]
+                                           for n in names)
+
+
+def _no_slope(segments, x):
+  return 0.0 * x.ravel()[0] + 0.0 * segments[0].ravel()[0]
+
+
+WITHOUT = {'no_rate': (rate_term, 'training_bits', _no_rate),
+           'no_fit': (rate_term, 'rounded_bits', _no_fit),
+           'no_slope': (rate_table, 'slope_only', _no_slope)}
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--model', default='lenet300')
+  p.add_argument('--dataset', default='mnist')
+  p.add_argument('--rounds', type=int, default=40)
+  p.add_argument('--block', type=int, default=20)
+  p.add_argument('--out', default='experiments/results/benchmarks/step_parts.json')
+  args = p.parse_args()
+  images, labels = data.load(args.dataset, 'train')
+
+  def config(enabled):
+    c = config_lib.base_config()
+    c.model.name, c.data.name = args.model, args.dataset
+    c.rd.enabled, c.rd.lmbda = enabled, 1.0 if enabled else 0.0
+    return c
+
+  steppers = {'float': Stepper(config(False), images, labels, args.block),
+              'epr': Stepper(config(True), images, labels, args.block)}
+  for name, (module, attribute, replacement) in WITHOUT.items():
+    with mock.patch.object(module, attribute, replacement):  # Traced (compiled) inside.
+      steppers[name] = Stepper(config(True), images, labels, args.block)
+  order = list(steppers)
+  times = {name: [] for name in order}
+  for r in range(args.rounds):
+    for name in (order if r % 2 == 0 else order[::-1]):
+      times[name].append(steppers[name].block_seconds())
+  base = np.array(times['float'])
+  record = {'model': args.model, 'dataset': args.dataset, 'rounds': args.rounds,
+            'steps_per_block': args.block,
+            'step_ms': {k: 1000 * float(np.median(v)) for k, v in times.items()},
+            'ratio_to_float': {k: float(np.median(np.array(v) / base)) for k, v in times.items()},
+            'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),
+            'jax_version': jax.__version__, 'platform': platform.platform()}
+  record_lib.write(record, args.out)
+
+
+if __name__ == '__main__':
+  main()
