@@ -26,11 +26,16 @@ def teacher_model(config):
     return {'name': config.model.name, 'width': config.model.width}
   try:
     with open(stored) as f:
-      section = json.load(f)['model']
-    return {'name': str(section['name']), 'width': int(section.get('width', 1))}
+      run = json.load(f)
+    section, dataset = run['model'], str(run['data']['name'])
+    section = {'name': str(section['name']), 'width': int(section.get('width', 1))}
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ErpError(f'train.distill_from: cannot read the teacher run\'s model from '
                    f'{stored}: {e}') from None
+  if dataset != config.data.name:
+    raise ErpError(f'train.distill_from: the teacher run trained on {dataset}, this run on '
+                   f'{config.data.name}')
+  return section
 
 
 def teacher(config, model, ds):

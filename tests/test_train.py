@@ -318,6 +318,9 @@ def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir
   assert result['teacher_model'] == {'name': 'lenet5', 'width': 1}
   assert json.loads((tmp_path / 'student' / 'result.json').read_text())['teacher_model'][
       'name'] == 'lenet5'
+  c.data.name = 'fashion_mnist'  # A teacher of another dataset is refused.
+  with pytest.raises(erp.ErpError, match='teacher run trained on mnist'):
+    distill.teacher(c, model, ds)
   with open(os.path.join(teacher_dir, 'config.json'), 'w') as f:
     f.write('{"model": 3')  # Damaged: one clear error, not the student's model by mistake.
   with pytest.raises(erp.ErpError, match='teacher run'):
