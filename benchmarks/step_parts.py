@@ -12,8 +12,6 @@ does; each one's median ratio to the float step says what its part costs.
 These steps train nothing useful: they exist to be timed.
 """
 import argparse
-import os
-import platform
 from unittest import mock
 
 import jax
@@ -26,7 +24,7 @@ from erp import rate_table
 from erp import rate_term
 
 import record as record_lib  # benchmarks/record.py, beside this script.
-from step_time import Stepper
+from step_time import Stepper, alternate
 
 
 def _no_rate(latents, *unused_args, **unused_kwargs):
@@ -68,18 +66,13 @@ def main():
   for name, (module, attribute, replacement) in WITHOUT.items():
     with mock.patch.object(module, attribute, replacement):  # Traced (compiled) inside.
       steppers[name] = Stepper(config(True), images, labels, args.block)
-  order = list(steppers)
-  times = {name: [] for name in order}
-  for r in range(args.rounds):
-    for name in (order if r % 2 == 0 else order[::-1]):
-      times[name].append(steppers[name].block_seconds())
+  times = alternate(steppers, args.rounds)
   base = np.array(times['float'])
   record = {'model': args.model, 'dataset': args.dataset, 'rounds': args.rounds,
             'steps_per_block': args.block,
             'step_ms': {k: 1000 * float(np.median(v)) for k, v in times.items()},
             'ratio_to_float': {k: float(np.median(np.array(v) / base)) for k, v in times.items()},
-            'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),
-            'jax_version': jax.__version__, 'platform': platform.platform()}
+            **record_lib.machine()}
   record_lib.write(record, args.out)
 
 

@@ -16,8 +16,6 @@ time of each, the median of the per-round ratios and the ratio of the fastest
 blocks; writes the record as JSON.
 """
 import argparse
-import os
-import platform
 import time
 
 import jax
@@ -57,6 +55,17 @@ class Stepper:
     return (time.perf_counter() - t0) / steps
 
 
+def alternate(steppers, rounds):
+  """{name: [seconds per step of each block]}: one block of each stepper a round, in their
+  order on even rounds and reversed on odd ones, so drift hits them alike."""
+  order = list(steppers)
+  times = {name: [] for name in order}
+  for r in range(rounds):
+    for name in (order if r % 2 == 0 else order[::-1]):
+      times[name].append(steppers[name].block_seconds())
+  return times
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--model', default='lenet5')
@@ -82,10 +91,7 @@ def main():
     config.rd.lmbda = args.lmbda if enabled else 0.0
     config.rd.rate_table_points = args.rate_table_points
     steppers['epr' if enabled else 'float'] = Stepper(config, images, labels, args.block)
-  times = {'float': [], 'epr': []}
-  for r in range(args.rounds):
-    for name in (('float', 'epr') if r % 2 == 0 else ('epr', 'float')):
-      times[name].append(steppers[name].block_seconds())
+  times = alternate(steppers, args.rounds)
   ratios = np.array(times['epr']) / np.array(times['float'])
   record = {'model': args.model, 'width': args.width, 'dataset': args.dataset,
             'batch_size': args.batch_size,
@@ -101,8 +107,7 @@ def main():
             # The fastest block of each over the fastest float block: what the steps cost when
             # the host's other tenants left both alone (timeit's argument for the minimum).
             'ratio_of_fastest': float(min(times['epr']) / min(times['float'])),
-            'device': str(jax.devices()[0].device_kind), 'cpu_count': os.cpu_count(),
-            'jax_version': jax.__version__, 'platform': platform.platform()}
+            **record_lib.machine()}
   record_lib.write(record, args.out)
 
 
