@@ -1,14 +1,15 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Formats 3-5 (5 is what write produces; all integers unsigned LEB128 varints;
-they differ only inside EPR payloads, erp.codecs.epr and erp.latent_code):
+Formats 3-6 (6 is what write produces; all integers unsigned LEB128 varints;
+they differ only inside EPR payloads, erp.codecs.epr and erp.latent_code, and
+in format 6's header dictionary):
 
     magic b'\x89ERP'  version:u8  length header[length]  (length payload[length])*
     crc32 of every byte before it:u32le
 
-The header is JSON, raw-deflated with a preset dictionary (HEADER_DICTIONARY:
+The header is JSON, raw-deflated with a preset dictionary (erp.header_dictionary:
 the names and structures of common models' leaves), so a LeNet's header takes
-7-13 bytes rather than ~160; any header is valid, an unusual one just
+7-8 bytes rather than ~160; any header is valid, an unusual one just
 compresses less. One payload per leaf, in header order; what the header and
 payloads hold is erp.file's and the codecs' business. 9 bytes of framing in all.
 
@@ -23,11 +24,11 @@ import zlib
 import numpy as np
 
 from erp.errors import ErpError
-from erp.header_dictionary import HEADER_DICTIONARY
+from erp import header_dictionary
 
 MAGIC = b'\x89ERP'
-VERSION = 5  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3, 4, 5)
+VERSION = 6  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4, 5, 6)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
@@ -122,12 +123,13 @@ def _json(header):
 def write(header, sections, version=VERSION):
   """bytes of a file: header dict + [(kind, payload bytes)] in header order.
 
-  Formats 3-4 store no kinds (the header names each leaf's codec); version 2
+  Formats 3-6 store no kinds (the header names each leaf's codec); version 2
   is kept for tests that craft files of the old format.
   """
   w = Writer().raw(MAGIC).raw(bytes([version]))
   if version >= 3:
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=HEADER_DICTIONARY)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9,
+                               zdict=header_dictionary.for_version(version))
     w.blob(deflate.compress(_json(header)) + deflate.flush())
     for _, payload in sections:
       w.blob(payload)
@@ -162,7 +164,8 @@ def read(data):
   r = Reader(data[:-4], 'erp file')
   r.raw(len(MAGIC) + 1)
   if version >= 3:
-    header = _inflate(r.blob(), zlib.decompressobj(-15, zdict=HEADER_DICTIONARY))
+    header = _inflate(r.blob(), zlib.decompressobj(
+        -15, zdict=header_dictionary.for_version(version)))
     sections = []
     while r.pos < len(r.data):
       sections.append((None, r.blob()))

@@ -150,6 +150,22 @@ def pretrained_variables(path, template):
   return out
 
 
+def float_run_recipe(path):
+  """{'augment', 'num_epochs'} of the float run in workdir `path` (its config.json): what
+  a run that starts or distills from it records, so runs from differently trained float
+  runs are told apart. None where there is no config.json (a bare checkpoint file);
+  a damaged one is one ErpError naming it."""
+  stored = os.path.join(path, 'config.json')
+  if not os.path.isfile(stored):
+    return None
+  try:
+    with open(stored) as f:
+      train = json.load(f)['train']
+    return {'augment': bool(train.get('augment', False)), 'num_epochs': int(train['num_epochs'])}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ErpError(f'cannot read the float run\'s training settings from {stored}: {e}') from None
+
+
 def logged_wall_s(metrics_path):
   """The largest wall_s in an existing metrics.jsonl (0 if none): time already spent."""
   if not os.path.exists(metrics_path):

@@ -35,7 +35,24 @@ def distilled(r):
     return ''
   teacher = r.get('teacher_model', {}).get('name', r.get('model'))
   other = f'{teacher}, ' if teacher != r.get('model') else ''
+  recipe = float_recipe(r, 'distill_from')
+  other = f'{other}teacher{recipe}, ' if recipe else other
   return f' +kd({other}w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
+
+
+def augmented_float_run(r, key):
+  """The recipe {'augment', 'num_epochs'} of the float run a run started ('init_from') or
+  distilled ('distill_from') from, where that run was augmented; else None. Runs before
+  result.json recorded it (float_runs) all came from plain float runs at their config's
+  epochs, so a plain float run is one setting whatever its record."""
+  recipe = r.get('float_runs', {}).get(key)
+  return recipe if recipe and recipe.get('augment') else None
+
+
+def float_recipe(r, key):
+  """'(+aug, N ep)' where the float run behind `key` was augmented, else ''."""
+  recipe = augmented_float_run(r, key)
+  return f'(+aug, {recipe["num_epochs"]} ep)' if recipe else ''
 
 
 def augmented(c):
@@ -68,7 +85,7 @@ def setting(r):
   c = r['config']
   return {
       'epr': lambda: (f'λ={c["rd"]["lmbda"]:g}'
-                      f'{" from float" if c.get("init_from") else ""}'
+                      f'{" from float" + float_recipe(r, "init_from") if c.get("init_from") else ""}'
                       f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
                       f'{distilled(r)}{latent_lr(c["rd"])}'),
@@ -92,16 +109,19 @@ def epochs(r):
   return ''
 
 
-def config_but_seed(config, teacher_model=None):
+def config_but_seed(config, teacher_model=None, augmented_float_runs=None):
   """A run's config without its seed, keys it predates at their defaults (JSON): runs of
   one setting made by erp versions that added a key at its default still group. The float
   run a run starts or distills from counts by whether there is one, not by its path: the
   float runs are deterministic (retrained in another workdir, the same val and test error);
-  a teacher of another model (result.json's teacher_model) counts by its model."""
+  a teacher of another model (result.json's teacher_model) counts by its model, an
+  augmented float run by its recipe (augmented_float_runs: {'init_from' or 'distill_from':
+  recipe})."""
   flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
   flat.pop('seed', None)
   for key in ('init_from', 'train.distill_from'):
-    flat[key] = bool(flat.get(key))
+    recipe = (augmented_float_runs or {}).get(key.split('.')[-1])
+    flat[key] = (recipe or True) if flat.get(key) else False
   if teacher_model and teacher_model.get('name') != flat.get('model.name'):
     flat['teacher_model'] = teacher_model
   return json.dumps(flat, sort_keys=True, default=list)
@@ -126,7 +146,9 @@ def rows(results_dir):
         'error_pct': export['error_pct'] if export else r['test_error_pct'],
         'val_error_pct': (export or {}).get('val_error_pct', r.get('val_error_pct')),
         'seed': r['config'].get('seed'),
-        'config_but_seed': config_but_seed(r['config'], r.get('teacher_model')),
+        'config_but_seed': config_but_seed(
+            r['config'], r.get('teacher_model'),
+            {k: augmented_float_run(r, k) for k in ('init_from', 'distill_from')}),
         'wall_s': r['wall_s'],
     })
   return out

@@ -1,14 +1,18 @@
-"""Rewrites the committed format 3-4 files in the current format, in place, where that
-leaves every decoded value bit-identical, and updates their result.json sizes.
+"""Rewrites the committed format 3-5 files in the current format, in place, where that
+leaves every decoded value bit-identical and the file no larger, and updates their
+result.json sizes.
 
 python experiments/upgrade_results.py [--root experiments/results]
 
-A format-5 file codes the same integer latents in fewer bytes (erp.latent_code's
-ACTIVE block, a 'dft' kernel's latents at its frequencies in use only): the
-decoded model, hence its val and test error, is unchanged; this checks that and
-refuses to touch a file whose decoded values would move. export.num_bytes,
-coded_latent_bits and the groups' coded_bits / payload_bytes / mode are then the
-new file's; export.upgraded keeps the old size, format and this script's name.
+A format-6 file codes the same integer latents in fewer bytes (format 5:
+erp.latent_code's ACTIVE block, a 'dft' kernel's latents at its frequencies in
+use only; format 6: a 'dft' kernel's steps in one Rice-coded bit block, the
+Fashion-MNIST LeNet headers in the header dictionary): the decoded model, hence
+its val and test error, is unchanged; this checks that and refuses to touch a
+file whose decoded values would move. export.num_bytes, coded_latent_bits and
+the groups' coded_bits / payload_bytes / mode are then the new file's;
+export.upgraded keeps the old size, format and this script's name (and, as
+'before', the record of an earlier upgrade).
 Formats 1-2 (erp 0.1-0.2) are left as they are: their upgrade snaps decoders and
 moves the weights (experiments/transcode.py measures that separately).
 """
@@ -36,9 +40,11 @@ def upgrade_run(run_dir):
   with open(path, 'rb') as f:
     old = f.read()
   version = old[4]
-  if version not in (3, 4):
+  if version not in (3, 4, 5):
     return f'skipped: format {version}'
   new = file_lib.upgrade(old)
+  if len(new) > len(old):
+    return f'skipped: {len(old)} -> {len(new)} bytes'  # A header the new dictionary fits worse.
   before, after = file_lib.decode_bytes(old)[0], file_lib.decode_bytes(new)[0]
   same = jax.tree.structure(before) == jax.tree.structure(after) and all(
       np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
@@ -58,8 +64,11 @@ def upgrade_run(run_dir):
     coded_bits += stats['coded_bits']
     if leaf.path in groups:
       groups[leaf.path].update({k: stats[k] for k in ('coded_bits', 'payload_bytes', 'mode')})
+  earlier = export.get('upgraded')
   export['upgraded'] = {'from_format': version, 'num_bytes': export['num_bytes'],
                         'by': 'experiments/upgrade_results.py'}
+  if earlier:
+    export['upgraded']['before'] = earlier
   if 'coded_latent_bits' in export:
     export['upgraded']['coded_latent_bits'] = export['coded_latent_bits']
     export['coded_latent_bits'] = coded_bits

@@ -173,20 +173,23 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_5_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned():
-  """9 bytes of framing; the header dictionary is part of the format (a changed byte would
-  change what every file means), and a LeNet header deflates to a few bytes with it."""
+def test_a_format_6_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
+  """9 bytes of framing; the header dictionaries are part of the format (a changed byte
+  would change what every file means), and a LeNet header, of an MNIST or a Fashion-MNIST
+  run, deflates to a few bytes with format 6's."""
   import hashlib
   from erp import codecs, header_dictionary
   assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY).hexdigest()[:16] == \
       '556d22548d55e090'
+  assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY_6).hexdigest()[:16] == \
+      '6a237c21a63ddaef'
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 5 and sections == [(None, b'')]
+  assert version == 6 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x05' and blob[5] == len(blob) - 11 and blob[-5] == 0
-  inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY)
+  assert blob[:5] == container.MAGIC + b'\x06' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY_6)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
                         else 'affine', s] for m, k, s in [
@@ -195,9 +198,13 @@ def test_a_format_5_file_is_its_few_framing_bytes_and_the_dictionary_is_pinned()
       ('Dense_0', 'kernel', [800, 500]), ('Dense_1', 'bias', [10]),
       ('Dense_1', 'kernel', [500, 10])]],
             'metadata': {'dataset': 'mnist', 'method': 'epr', 'model': 'lenet5', 'width': 1}}
-  small = container.write(lenet5, [(None, b'')] * 8)
-  assert len(small) - 9 - 8 <= 10, len(small)  # Header and its length: <= 10 bytes.
-  assert container.read(small)[1] == lenet5
+  for dataset in ('mnist', 'fashion_mnist'):
+    lenet5['metadata']['dataset'] = dataset
+    small = container.write(lenet5, [(None, b'')] * 8)
+    assert len(small) - 9 - 8 <= 9, len(small)  # Header and its length: <= 9 bytes.
+    assert container.read(small)[1] == lenet5
+    assert len(container.write(lenet5, [(None, b'')] * 8, 5)) - len(small) == (
+        0 if dataset == 'mnist' else 5)  # Format 5's dictionary had MNIST's headers only.
 
 
 def test_a_small_file_cannot_declare_a_huge_model():
@@ -221,9 +228,9 @@ def test_save_refuses_a_diverged_state_and_writes_nothing(tmp_path):
 
 
 def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
-  """Formats 4-5: a 'dft' leaf stores a mask of the spatial frequencies with a nonzero
-  latent and only their steps (format 5: and only their latents); a mask that disagrees
-  with the latents is refused."""
+  """Formats 4-6: a 'dft' leaf stores a mask of the spatial frequencies with a nonzero
+  latent and only their steps (formats 5-6: and only their latents; format 6: mask and
+  steps in one bit block); a mask that disagrees with the latents is refused."""
   from erp import codecs
   from erp.codecs import epr
   rng = np.random.default_rng(0)
@@ -232,32 +239,76 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   values[2, 3, 1, 2] = -5
   log_step = np.log(rng.uniform(0.05, 0.5, (5, 5, 1, 1))).astype(np.float32)
   payload, _ = epr.write(values, {'log_step': log_step})
-  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 5)
+  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 6)
   decoded, decoder, _ = epr.read_group(payload, leaf)
   np.testing.assert_array_equal(decoded, values)
   used = [0, 13]  # Frequencies (0, 0) and (2, 3): their steps are the file's grid.
+  ints = reparam.file_decoder({'log_step': log_step})[1]['log_step'].ravel()
   snapped = reparam.file_decoder({'log_step': log_step})[0]['log_step'].ravel()
   np.testing.assert_array_equal(decoder['log_step'].ravel()[used], snapped[used])
   dense, _ = epr.write(values + 1, {'log_step': log_step})  # Every frequency in use.
   assert len(dense) - len(payload) >= 20
-  assert payload[:4] == bytes([1, 32, 0, 0])  # Bits 0 and 13, little-endian.
+  # Format 5: the mask as bytes, then each step's difference from the one before.
+  v5 = container.Writer().raw(bytes([1, 32, 0, 0]))
+  for d in np.diff(ints[used], prepend=0):
+    v5.sint(d)
+  latent_code.write(v5, values.reshape(25, 3, 4)[used])
+  v5, leaf5 = v5.getvalue(), codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 5)
+  np.testing.assert_array_equal(epr.read_group(v5, leaf5)[0], values)
   for bad, message in [(bytes([1, 32, 0, 2]), 'malformed frequency mask'),
                        (bytes([1, 0, 0, 0]), None)]:  # One step fewer: the code is read off.
     with pytest.raises(erp.ErpError, match=message):
-      epr.read_group(bad + payload[4:], leaf)
-  # Format 5 codes the latents of the frequencies the mask names: it alone places them.
-  moved, _, _ = epr.read_group(bytes([1, 64, 0, 0]) + payload[4:], leaf)
+      epr.read_group(bad + v5[4:], leaf5)
+  # Formats 5-6 code the latents of the frequencies the mask names: it alone places them.
+  moved, _, _ = epr.read_group(bytes([1, 64, 0, 0]) + v5[4:], leaf5)
   assert moved[2, 4, 1, 2] == -5 and not moved[2, 3].any()
   # Format 4 coded every frequency's latents: there the mask must agree with them.
   old = container.Writer().raw(bytes([1, 32, 0, 0]))
-  for d in np.diff(reparam.file_decoder({'log_step': log_step})[1]['log_step'].ravel()[used],
-                   prepend=0):
+  for d in np.diff(ints[used], prepend=0):
     old.sint(d)
   latent_code.write(old, values.ravel(order='F'), active=False)
   leaf4 = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 4)
   np.testing.assert_array_equal(epr.read_group(old.getvalue(), leaf4)[0], values)
   with pytest.raises(erp.ErpError, match='frequencies with nonzero latents'):
     epr.read_group(bytes([1, 64, 0, 0]) + old.getvalue()[4:], leaf4)
+
+
+@pytest.mark.parametrize('spread', [0, 3, 40, 2000, 11000])
+def test_format_6_dft_steps_round_trip_and_a_damaged_block_is_refused(spread):
+  """The median and the Rice-coded offsets give back every step of the frequencies in
+  use, whatever their spread (up to float32's whole range of steps), for 3x3 to 7x7
+  kernels and with none or all frequencies in use; a block whose unary part runs past
+  its bound, is cut short or has stray padding bits is one clear error."""
+  from erp.codecs import epr
+  rng = np.random.default_rng(spread)
+  for size in (3, 5, 7):
+    num_steps = size * size
+    for used in (np.zeros(num_steps, bool), np.ones(num_steps, bool),
+                 rng.random(num_steps) < 0.5):
+      steps = -400 + rng.integers(-spread, spread + 1, int(used.sum()))
+      w = container.Writer()
+      epr._write_dft_steps(w, used, steps)
+      r = container.Reader(w.getvalue() + b'next', 'steps')
+      got_used, got_steps = epr._read_dft_steps(r, num_steps, 'steps')
+      np.testing.assert_array_equal(got_used, used)
+      np.testing.assert_array_equal(got_steps, steps)
+      assert r.raw(4) == b'next'  # The block ends where the next field begins.
+  blob = container.Writer().sint(-400).raw(bytes([255]) * 4 + bytes([255]) * 600).getvalue()
+  with pytest.raises(erp.ErpError, match='malformed or truncated DFT steps'):
+    epr._read_dft_steps(container.Reader(blob, 's'), 25, 's')  # Quotient past its bound.
+  steps = -400 + np.arange(25)
+  w = container.Writer()
+  epr._write_dft_steps(w, np.ones(25, bool), steps)
+  with pytest.raises(erp.ErpError, match='truncated'):
+    epr._read_dft_steps(container.Reader(w.getvalue()[:-3], 's'), 25, 's')
+  offsets = epr._zigzag(steps - int(np.median(steps)))
+  k = epr._rice_k(offsets)
+  num_bits = 25 + 4 + int(np.sum(offsets >> k)) + 25 * (1 + k)
+  assert num_bits % 8  # The block ends inside its last byte: the rest is padding.
+  padded = bytearray(w.getvalue())
+  padded[-1] |= 1 << (num_bits % 8)
+  with pytest.raises(erp.ErpError, match='stray padding'):
+    epr._read_dft_steps(container.Reader(bytes(padded), 's'), 25, 's')
 
 
 def test_sparse_kernels_are_coded_as_their_active_block():

@@ -166,6 +166,33 @@ def test_a_teacher_of_another_model_is_named_and_never_merged_with_the_students_
                                                                 ['own1', 'own2']]
 
 
+def test_runs_from_an_augmented_float_run_are_labelled_and_never_merged_with_plain_ones(
+    tmp_path):
+  """float_runs in result.json: an augmented float run (started from, distilled from) is
+  named in the setting and keeps its runs apart; a plain one groups with runs that
+  predate the record."""
+  kd = {'train': {'num_epochs': 10, 'distill_from': '/float', 'distill_weight': 0.5,
+                  'distill_temperature': 4.0}, 'rd': {'lmbda': 1.0}, 'init_from': '/float',
+        'model': {'name': 'lenet5'}}
+  aug = {'augment': True, 'num_epochs': 40}
+  for run, recipe in (('old', None), ('plain', {'augment': False, 'num_epochs': 20}),
+                      ('aug', aug)):
+    for seed in (1, 2):
+      _write(tmp_path, 'mnist', f'{run}{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
+      path = tmp_path / 'mnist' / f'{run}{seed}' / 'result.json'
+      result = json.loads(path.read_text())
+      result['export']['val_error_pct'] = 2.0
+      if recipe:
+        result['float_runs'] = {'init_from': recipe, 'distill_from': recipe}
+      path.write_text(json.dumps(result))
+  rows = tables.rows(str(tmp_path))
+  settings = {r['run']: r['setting'] for r in rows}
+  assert settings['aug1'] == 'λ=1 from float(+aug, 40 ep) +kd(teacher(+aug, 40 ep), w=0.5, T=4)'
+  assert settings['old1'] == settings['plain2'] == 'λ=1 from float +kd(w=0.5, T=4)'
+  assert sorted(g['runs'] for g in tables.seed_means(rows)) == [
+      ['aug1', 'aug2'], ['old1', 'old2', 'plain1', 'plain2']]
+
+
 def _group(method, num_bytes, val, test, seeds=(1,)):
   return {'dataset': 'mnist', 'model': 'lenet5', 'method': method, 'setting': f'{method}@{num_bytes}',
           'epochs': 1, 'runs': ['r'], 'seeds': list(seeds), 'num_bytes': (num_bytes, 0.0),

@@ -154,6 +154,12 @@ def test_init_from_a_float_checkpoint_starts_at_its_weights(tmp_path, data_dir):
   np.testing.assert_allclose(teacher(x), model.apply(raw, x, train=False), rtol=1e-5, atol=1e-5)
   c.train.distill_weight = 0.0
   assert distill.teacher(c, model, ds) is None
+  # How the float run was trained, from its config.json (runs record it: float_runs).
+  assert workdir_lib.float_run_recipe(str(float_dir)) == {'augment': False, 'num_epochs': 1}
+  assert workdir_lib.float_run_recipe(str(tmp_path / 'nowhere')) is None
+  (float_dir / 'config.json').write_text('{"train": {"augment": tru')
+  with pytest.raises(erp.ErpError, match='float run.*config.json'):
+    workdir_lib.float_run_recipe(str(float_dir))
   c.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(erp.ErpError, match='no checkpoint'):
     runs.setup(c)
@@ -318,6 +324,9 @@ def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir
   assert result['teacher_model'] == {'name': 'lenet5', 'width': 1}
   assert json.loads((tmp_path / 'student' / 'result.json').read_text())['teacher_model'][
       'name'] == 'lenet5'
+  # How the teacher was trained is recorded (no init_from here: no entry for it).
+  assert result['float_runs'] == {'distill_from': {'augment': False,
+                                                   'num_epochs': t.train.num_epochs}}
   c.data.name = 'fashion_mnist'  # A teacher of another dataset is refused.
   with pytest.raises(erp.ErpError, match='teacher run trained on mnist'):
     distill.teacher(c, model, ds)
