@@ -89,6 +89,7 @@ def setting(r):
                       f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
                       f'{distilled(r)}{latent_lr(c["rd"])}'),
+      'float': lambda: augmented(c).strip(),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
       'prune': lambda: (f'sparsity={c["prune"]["sparsity"]:g}'
                         f'{" global" if global_prune(r) else ""}'
