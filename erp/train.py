@@ -267,9 +267,10 @@ def train_and_evaluate(config, workdir, overwrite=False):
                 num_devices=mesh.size, num_train=num_train)
   if config.train.get('distill_weight'):
     result['teacher_model'] = distill.teacher_model(config)
-  recipes = {key: workdir_lib.float_run_recipe(path) for key, path in (
-      ('init_from', config.init_from), ('distill_from', config.train.get('distill_from')))
-      if path and (key == 'init_from' or config.train.get('distill_weight'))}
+  float_runs = {'init_from': config.init_from}  # How each float run used was trained.
+  if config.train.get('distill_weight'):
+    float_runs['distill_from'] = config.train.distill_from
+  recipes = {k: workdir_lib.float_run_recipe(path) for k, path in float_runs.items() if path}
   if any(recipes.values()):
     result['float_runs'] = {k: v for k, v in recipes.items() if v}
   if config.rd.enabled:  # The last evaluation's: the state has not changed since.

@@ -55,6 +55,11 @@ def float_recipe(r, key):
   return f'(+aug, {recipe["num_epochs"]} ep)' if recipe else ''
 
 
+def started_from(r):
+  """' from float' (its recipe where augmented) for a run started from a float run."""
+  return f' from float{float_recipe(r, "init_from")}' if r['config'].get('init_from') else ''
+
+
 def augmented(c):
   """' +aug' for a run trained with its dataset's augmentation, ' +aug(NAME)' with
   another (data.augmentation), '' without."""
@@ -85,7 +90,7 @@ def setting(r):
   c = r['config']
   return {
       'epr': lambda: (f'λ={c["rd"]["lmbda"]:g}'
-                      f'{" from float" + float_recipe(r, "init_from") if c.get("init_from") else ""}'
+                      f'{started_from(r)}'
                       f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
                       f'{distilled(r)}{latent_lr(c["rd"])}'),
