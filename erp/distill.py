@@ -6,14 +6,12 @@ cross-entropy with the cross-entropy to the float teacher's softened outputs,
 which carry more information per example than the label. EPR's paper trains
 on the labels alone; runs that distill say so in their config and tables.
 """
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from erp import runs
+from erp import workdir as workdir_lib
 from erp.errors import ErpError
 
 
@@ -21,17 +19,13 @@ def teacher_model(config):
   """The teacher's model section {'name', 'width'}: that of the run config.train.distill_from
   names (its config.json), which may differ from the student's (e.g. a conv teacher for an
   MLP); the student's when distill_from is a checkpoint without a run around it."""
-  stored = os.path.join(config.train.distill_from, 'config.json')
-  if not os.path.isfile(stored):
+  found = workdir_lib.read_run_config(
+      config.train.distill_from, "train.distill_from: the teacher run's model",
+      lambda run: ({'name': str(run['model']['name']),
+                    'width': int(run['model'].get('width', 1))}, str(run['data']['name'])))
+  if found is None:
     return {'name': config.model.name, 'width': config.model.width}
-  try:
-    with open(stored) as f:
-      run = json.load(f)
-    section, dataset = run['model'], str(run['data']['name'])
-    section = {'name': str(section['name']), 'width': int(section.get('width', 1))}
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ErpError(f'train.distill_from: cannot read the teacher run\'s model from '
-                   f'{stored}: {e}') from None
+  section, dataset = found
   if dataset != config.data.name:
     raise ErpError(f'train.distill_from: the teacher run trained on {dataset}, this run on '
                    f'{config.data.name}')

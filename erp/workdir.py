@@ -150,20 +150,27 @@ def pretrained_variables(path, template):
   return out
 
 
-def float_run_recipe(path):
-  """{'augment', 'num_epochs'} of the float run in workdir `path` (its config.json): what
-  a run that starts or distills from it records, so runs from differently trained float
-  runs are told apart. None where there is no config.json (a bare checkpoint file);
-  a damaged one is one ErpError naming it."""
+def read_run_config(path, what, read):
+  """read(config dict) of the run in workdir `path` (its config.json), or None where there
+  is none (a bare checkpoint file); a damaged file, or one `read` finds a field missing or
+  mistyped in, is one ErpError naming `what` and the file."""
   stored = os.path.join(path, 'config.json')
   if not os.path.isfile(stored):
     return None
   try:
     with open(stored) as f:
-      train = json.load(f)['train']
-    return {'augment': bool(train.get('augment', False)), 'num_epochs': int(train['num_epochs'])}
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ErpError(f'cannot read the float run\'s training settings from {stored}: {e}') from None
+      return read(json.load(f))
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ErpError(f'cannot read {what} from {stored}: {e}') from None
+
+
+def float_run_recipe(path):
+  """{'augment', 'num_epochs'} of the float run in workdir `path`: what a run that starts
+  or distills from it records, so runs from differently trained float runs are told
+  apart. None where it has no config.json."""
+  return read_run_config(path, "the float run's training settings", lambda run: {
+      'augment': bool(run['train'].get('augment', False)),
+      'num_epochs': int(run['train']['num_epochs'])})
 
 
 def logged_wall_s(metrics_path):
