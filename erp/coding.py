@@ -10,6 +10,7 @@ model on any machine.
 import constriction
 import numpy as np
 
+from erp import container
 from erp.errors import ErpError
 
 MAX_TABLE = 1 << 20  # Symbols a stored table may have (its precision is at most 20 bits).
@@ -115,8 +116,7 @@ def varint_bytes(n):
 
 def sint_bytes(v):
   """Bytes of zigzag varints (container.Writer.sint), elementwise."""
-  v = np.asarray(v, np.int64)
-  return varint_bytes(np.where(v >= 0, 2 * v, -2 * v - 1))
+  return varint_bytes(container.zigzag(np.asarray(v, np.int64)))
 
 
 def stored_bytes(symbol_hist, lo, counts, escaped):

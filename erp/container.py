@@ -34,6 +34,17 @@ _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
 
 
+def zigzag(n):
+  """Signed to unsigned, small magnitudes small (0, -1, 1, -2 -> 0, 1, 2, 3): the form a
+  sint is stored in. Python ints of any size, or int64 arrays elementwise."""
+  return 2 * abs(n) - (n < 0)
+
+
+def unzigzag(n):
+  """The inverse of zigzag."""
+  return (n >> 1) ^ -(n & 1)
+
+
 class Writer:
   """Appends varints, zigzag ints, float32 arrays and length-prefixed bytes."""
 
@@ -52,7 +63,7 @@ class Writer:
 
   def sint(self, n):
     n = int(n)
-    return self.varint(2 * n if n >= 0 else -2 * n - 1)
+    return self.varint(zigzag(n))
 
   def raw(self, b):
     self.buf += b
@@ -97,7 +108,7 @@ class Reader:
 
   def sint(self, limit=1 << 40):
     n = self.varint(2 * limit + 1)
-    return n >> 1 if not n & 1 else -((n + 1) >> 1)
+    return unzigzag(n)
 
   def raw(self, n):
     self._need(n)

@@ -263,4 +263,3 @@ HEADER_DICTIONARY_6 = ''.join(_PARTS[:-2] + tuple(map(_fashion_mnist, _PARTS[-2:
 def for_version(version):
   """The preset dictionary of a format-3+ file's header."""
   return HEADER_DICTIONARY_6 if version >= 6 else HEADER_DICTIONARY
-

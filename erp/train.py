@@ -265,10 +265,9 @@ def train_and_evaluate(config, workdir, overwrite=False):
                 steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
-  if config.train.get('distill_weight'):
-    result['teacher_model'] = distill.teacher_model(config)
   float_runs = {'init_from': config.init_from}  # How each float run used was trained.
   if config.train.get('distill_weight'):
+    result['teacher_model'] = distill.teacher_model(config)
     float_runs['distill_from'] = config.train.distill_from
   recipes = {k: workdir_lib.float_run_recipe(path) for k, path in float_runs.items() if path}
   if any(recipes.values()):

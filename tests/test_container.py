@@ -301,7 +301,7 @@ def test_format_6_dft_steps_round_trip_and_a_damaged_block_is_refused(spread):
   epr._write_dft_steps(w, np.ones(25, bool), steps)
   with pytest.raises(erp.ErpError, match='truncated'):
     epr._read_dft_steps(container.Reader(w.getvalue()[:-3], 's'), 25, 's')
-  offsets = epr._zigzag(steps - int(np.median(steps)))
+  offsets = container.zigzag(steps - int(np.median(steps)))
   k = epr._rice_k(offsets)
   num_bits = 25 + 4 + int(np.sum(offsets >> k)) + 25 * (1 + k)
   assert num_bits % 8  # The block ends inside its last byte: the rest is padding.

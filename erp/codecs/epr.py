@@ -80,10 +80,6 @@ MAX_RICE_K = 15  # The Rice parameter takes 4 bits.
 MAX_RICE_QUOTIENT = 1 << 12  # Unary part of one step's code: bounds a hostile file's reading.
 
 
-def _zigzag(n):
-  return np.where(n >= 0, 2 * n, -2 * n - 1)
-
-
 def _rice_k(offsets):
   """The Rice parameter that codes zigzagged offsets in the fewest bits."""
   fits = [k for k in range(MAX_RICE_K + 1) if not offsets.size
@@ -103,7 +99,7 @@ def _write_dft_steps(w, used, steps):
   where this spends 29-51 (measured on the 28 committed LeNet5-Caffe EPR files).
   """
   center = int(np.median(steps)) if steps.size else 0
-  offsets = _zigzag(steps.astype(np.int64) - center)
+  offsets = container.zigzag(steps.astype(np.int64) - center)
   k = _rice_k(offsets)
   bits = [used.astype(np.uint8), (k >> np.arange(4)) & 1]
   for offset in offsets:
@@ -130,7 +126,7 @@ def _read_dft_steps(r, num_steps, what):
       raise ErpError(f'{what}: malformed or truncated DFT steps')
     low = int(bits[end + 1:end + 1 + k] @ (1 << np.arange(k)))
     offset = ((end - pos) << k) | low
-    steps.append(center + (offset >> 1 if not offset & 1 else -((offset + 1) >> 1)))
+    steps.append(center + container.unzigzag(offset))
     pos = end + 1 + k
   if bits[pos:-(-pos // 8) * 8].any():
     raise ErpError(f'{what}: malformed DFT steps (stray padding bits)')
