@@ -26,6 +26,7 @@ from erp import config as config_lib
 from erp import data
 from erp import evaluate
 from erp import priors
+from erp import rate_term
 from erp import file as file_lib
 from erp import runs
 from erp import state as state_lib
@@ -54,9 +55,11 @@ def metadata(config, method):
   return out
 
 
-def rate_summary(trainable, float_dtype='float32'):
-  """Estimated bits per group at the rounded latents, total bytes, zero fraction."""
-  bits = {k: priors.integer_bits(trainable.priors[k], v) for k, v in trainable.latents.items()}
+def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
+  """Estimated bits per group at the rounded latents, total bytes, zero fraction; with
+  prior_fit='active', of each group's ACTIVE block and masks (erp.rate_term.active_block),
+  the bits training priced."""
+  bits = {k: _group_bits(trainable, k, prior_fit) for k in trainable.latents}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
                     for v in trainable.floats.values())
   num_latents = sum(int(v.size) for v in trainable.latents.values())
@@ -69,6 +72,16 @@ def rate_summary(trainable, float_dtype='float32'):
       'est_num_bytes': total_bits / 8 + float_bytes,
       'zero_fraction': zeros / num_latents if num_latents else 0.0,
   }
+
+
+def _group_bits(trainable, group, prior_fit):
+  latent = np.round(np.asarray(trainable.latents[group], np.float32))
+  if prior_fit != 'active':
+    return priors.integer_bits(trainable.priors[group], latent)
+  kind = dict(trainable.kinds)[group]
+  block, mask_bits = rate_term.active_block(latent.ravel(), rate_term.coded_view(kind, latent.shape))
+  inside = latent.ravel()[np.asarray(block) > 0]
+  return priors.integer_bits(trainable.priors[group], inside) + float(mask_bits)
 
 
 def variables_of(trainable, batch_stats):
@@ -84,7 +97,8 @@ def run_file(config, trainable, batch_stats, est=None):
   bits its range code spends (est_bits, coded_bits). est: rate_summary's group_bits, if
   the caller has them."""
   if est is None:
-    est = rate_summary(trainable, config.export.float_dtype)['group_bits']
+    est = rate_summary(trainable, config.export.float_dtype,
+                       config.rd.get('prior_fit', 'rounded'))['group_bits']
   blob, info = file_lib.encode(trainable,
                                extra={'batch_stats': batch_stats} if batch_stats else None,
                                metadata=metadata(config, 'epr'), table=config.export.table,

@@ -65,11 +65,12 @@ def _stack(trees):
 _batched_bits = jax.vmap(bits_of)
 
 
-FITS = ('rounded', 'noisy')
+FITS = ('rounded', 'noisy', 'active')
 FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a histogram.
 
 
-def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded'):
+def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
+                  views=None):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
@@ -82,6 +83,13 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     size; latents beyond count at the edge: trained LeNets' stay within +-33),
     counted on `prior_samples` elements, evenly spaced from a random start, in
     larger groups (rounded_bits, sample_indices).
+  * 'active': as 'rounded', over the block of each group's ACTIVE code only (the
+    file stores which slices along each axis hold a nonzero and codes the
+    block they cut out, erp.latent_code; the zeros outside cost nothing), plus
+    the masks' bits (active_block); views {group: shape} gives the axes the
+    code sees (coded_view). 'rounded' priced those outside zeros too: on a
+    LeNet5 file at 1.5 KB, fc1's 390k of them cost ~410 bits of the 450 by
+    which the priors' estimate exceeded the code.
   * 'noisy' (as the paper, after Balle et al. 2018): the value and the priors'
     fit are the bits at the same latents + noise, i.e. the unrounded latents'
     histogram blurred by one bin; the priors' gradient is estimated without bias
@@ -99,6 +107,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
+  if fit == 'active' and views is None:
+    raise ValueError("prior fit 'active' needs each group's coded view (views)")
   names = sorted(latents)
   if not names:
     return {}
@@ -107,7 +117,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   sizes = [latents[n].size for n in names]
   offsets = np.cumsum([0] + sizes)
   large = [n for n in names if prior_samples and latents[n].size > prior_samples]
-  tabled = [n for n in names if table_points and (fit == 'rounded' or n in large)]
+  tabled = [n for n in names if table_points and (fit != 'noisy' or n in large)]
   batched = [n for n in names if n not in tabled and n not in large]
   # One draw for all groups, computed once in its own pass (erp.materialize): XLA would
   # fuse the hash into each consumer and recompute it there, and even in the slope's
@@ -119,8 +129,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
            for i, n in enumerate(names)}
   params = {n: prior_params[n] if fit == 'noisy' else jax.lax.stop_gradient(prior_params[n])
             for n in names}
-  fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples)
-              if fit == 'rounded' else None)
+  fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
+                           views if fit == 'active' else None)
+              if fit != 'noisy' else None)
   out = {}
   if batched:
     sizes = [latents[n].size for n in batched]
@@ -143,7 +154,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     inner, change = rate_table.segments(tables)
     for i, n in enumerate(tabled):
       segments = (inner[i], change[i])
-      out[n] = (rate_table.slope_only(segments, noisy[n]) if fit == 'rounded'
+      out[n] = (rate_table.slope_only(segments, noisy[n]) if fit != 'noisy'
                 else rate_table.interpolate(segments, noisy[n]).sum())
   for n in large:
     if n not in tabled:
@@ -162,7 +173,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   return out
 
 
-def rounded_bits(latents, prior_params, names, seeds=None, samples=0):
+def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None):
   """[len(names)] bits of round(latents) under each group's prior, from histograms over
   [-FIT_HALF_WIDTH, FIT_HALF_WIDTH) (values beyond count at the edges); gradient to the
   priors only. With seeds (uint32 [len(names), 2]) and samples > 0, a group larger than
@@ -174,24 +185,58 @@ def rounded_bits(latents, prior_params, names, seeds=None, samples=0):
   and 3 training runs matched those at 16384 (experiments/results, `_fast3_`); the
   scatter of LeNet-300-100's 9.6k sampled values costs ~0.09 ms less than of 34k.
   One histogram counts every group (each group's bins offset by its index):
-  per-group draws and scatters were ~60 of the step's XLA ops."""
+  per-group draws and scatters were ~60 of the step's XLA ops.
+  With views ({group: shape}, fit='active'), each group counts the elements of
+  its ACTIVE block only, and adds the masks' bits (active_block)."""
   half = FIT_HALF_WIDTH
-  indices, weights = [], []
+  indices, weights, inside, mask_bits = [], [], [], []
   for i, n in enumerate(names):
     values = jax.lax.stop_gradient(latents[n]).ravel()
+    block, bits = (active_block(values, views[n]) if views is not None
+                   else (jnp.ones(values.shape, jnp.float32), 0.0))
     weight = 1.0
     if seeds is not None and samples and values.size > samples:
-      values = values[sample_indices(seeds[i], samples, values.size)]
+      index = sample_indices(seeds[i], samples, values.size)
+      values, block = values[index], block[index]
       weight = latents[n].size / samples
     indices.append(jnp.clip(jnp.round(values).astype(jnp.int32) + half, 0, 2 * half - 1)
                    + i * 2 * half)
-    weights.append(weight)
-  hists = jnp.bincount(jnp.concatenate(indices), length=len(names) * 2 * half)
-  hists = hists.reshape(len(names), 2 * half).astype(jnp.float32) * np.array(
-      weights, np.float32)[:, None]
+    inside.append(block * np.float32(weight))
+    mask_bits.append(bits)
+  hists = jnp.bincount(jnp.concatenate(indices), jnp.concatenate(inside),
+                       length=len(names) * 2 * half).reshape(len(names), 2 * half)
   bits = jax.vmap(lambda p: priors.integer_grid_bits(p, -half, 2 * half))(
       _stack([prior_params[n] for n in names]))
-  return (bits * hists).sum(-1)
+  return (bits * hists).sum(-1) + jnp.stack([jnp.float32(b) for b in mask_bits])
+
+
+def coded_view(kind, shape):
+  """The shape whose axes a group's ACTIVE code masks (erp.codecs.epr): a 'dft' kernel's
+  two frequency axes are one (the file codes [frequency, in, out]); others as they are."""
+  shape = tuple(int(d) for d in shape)
+  return (shape[0] * shape[1],) + shape[2:] if kind == 'dft' and len(shape) > 2 else shape
+
+
+def active_block(values, view):
+  """(float 1/0 [values.size]: inside the ACTIVE block, masks' bits) of the rounded values
+  (flat, C order) seen in shape view: the block is the product of the slices along each
+  axis that hold a nonzero (erp.latent_code.active_masks); the masks cost about their
+  binary entropy, sum(n) H(active / sum(n)) over the axes' lengths n. A group of
+  fewer than two axes is one block (the coder codes it whole), no masks."""
+  if len(view) < 2:
+    return jnp.ones(values.shape, jnp.float32), jnp.float32(0.0)
+  nonzero = (jnp.round(values) != 0).reshape(view)
+  masks = [nonzero.any(axis=tuple(a for a in range(len(view)) if a != axis))
+           for axis in range(len(view))]
+  block = masks[0].reshape((-1,) + (1,) * (len(view) - 1))
+  for axis in range(1, len(view)):
+    block = block & masks[axis].reshape((1,) * axis + (-1,) + (1,) * (len(view) - axis - 1))
+  total = float(sum(view))
+  fraction = sum(m.sum() for m in masks).astype(jnp.float32) / total
+  p = jnp.clip(fraction, 1e-6, 1 - 1e-6)
+  entropy = -(p * jnp.log2(p) + (1 - p) * jnp.log2(1 - p))
+  bits = jnp.where((fraction > 0) & (fraction < 1), total * entropy, 0.0)
+  return block.reshape(-1).astype(jnp.float32), bits
 
 
 def sample_indices(seed, num, size):

@@ -126,7 +126,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   U(-1/2, 1/2)) and priors (erp.rate_term.training_bits; prior_samples and
   table_points trade exactness of large groups' gradients for speed, 0: exact;
   prior_fit: 'rounded' fits the priors to the rounded latents the file codes
-  and values their bits, 'noisy' the noisy ones as in the paper).
+  and values their bits, 'active' to those of each group's ACTIVE block, the
+  zeros outside it free as in the file, 'noisy' the noisy ones as in the paper).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Returns the total, or {path: bits} with per_group=True.
   """
@@ -134,8 +135,10 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
     rounded = {k: jnp.round(v) for k, v in state.latents.items()}
     bits = rate_term.group_bits(rounded, state.priors)
   else:
+    views = {path: rate_term.coded_view(kind, state.latents[path].shape)
+             for path, kind in state.kinds if kind != 'float'}
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
-                                prior_fit)
+                                   prior_fit, views)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)

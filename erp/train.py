@@ -151,7 +151,8 @@ def evaluation(config, state, predict, val):
   record = {'error_pct': evaluate.split_error_pct(
       predict, export.variables_of(state.trainable, state.batch_stats), val, config.data)}
   if config.rd.enabled:
-    summary = export.rate_summary(state.trainable, config.export.float_dtype)
+    summary = export.rate_summary(state.trainable, config.export.float_dtype,
+                                  config.rd.prior_fit)
     record.update(estimate=summary, prior_fit=export.fit_summary(
         config, state.trainable, state.batch_stats, summary['group_bits']))
   return record

@@ -283,3 +283,73 @@ def test_a_cauchy_part_narrowed_onto_zero_keeps_finite_gradients():
                              priors.bits_of(params, x), rtol=1e-5)
   # A Cauchy of scale 1/2 holds half its mass on [-1/2, 1/2]; it has weight sigmoid(2.7).
   assert float(priors.bits_of(params, jnp.float32(0.0))) < 1.2
+
+
+def _sparse(rng, shape, num_nonzero):
+  values = np.zeros(int(np.prod(shape)))
+  values[rng.choice(values.size, num_nonzero, replace=False)] = rng.choice(
+      [-4, -3, -2, 2, 3, 5], num_nonzero)
+  return values.reshape(shape)
+
+
+@pytest.mark.parametrize('shape,kind', [((60, 40), 'affine'), ((5, 5, 6, 8), 'dft'),
+                                        ((3, 3, 16, 20), 'affine')])
+def test_active_block_is_the_block_the_file_codes(shape, kind):
+  """fit='active' prices the block of the coder's ACTIVE code (erp.latent_code): the slices
+  along each axis of the coded view (a 'dft' kernel's two frequency axes as one) that hold
+  a nonzero; the masks cost their binary entropy."""
+  from erp import latent_code
+  values = _sparse(np.random.default_rng(len(shape)), shape, 25)
+  view = rate_term.coded_view(kind, shape)
+  assert view == ((25,) + shape[2:] if kind == 'dft' else shape)
+  block, mask_bits = rate_term.active_block(jnp.asarray(values.ravel(), jnp.float32), view)
+  masks = latent_code.active_masks(values.reshape(view))
+  want = np.ix_(*masks)
+  inside = np.zeros(view, bool)
+  inside[want] = True
+  np.testing.assert_array_equal(np.asarray(block) > 0, inside.ravel())
+  active, total = sum(m.sum() for m in masks), sum(view)
+  p = active / total
+  np.testing.assert_allclose(float(mask_bits), -total * (p * np.log2(p) + (1 - p) * np.log2(1 - p)),
+                             rtol=1e-5)
+  ones, no_bits = rate_term.active_block(jnp.asarray(values.ravel()[:7], jnp.float32), (7,))
+  assert np.asarray(ones).min() == 1 and float(no_bits) == 0
+  empty, zero_bits = rate_term.active_block(jnp.zeros(12), (3, 4))
+  assert np.asarray(empty).max() == 0 and float(zero_bits) == 0
+
+
+def test_active_fit_prices_the_block_and_masks_and_matches_the_reported_estimate():
+  """training_bits(fit='active'): the value is the prior's bits of the block's integers plus
+  the masks' bits (what erp.export.rate_summary reports for such a run), below 'rounded''s,
+  which also prices the zeros outside; the latents' gradient is the same; the priors'
+  gradient fits the block's histogram."""
+  from erp import export
+  from erp import state as state_lib
+  rng = np.random.default_rng(7)
+  params = {'dense': {'kernel': jnp.asarray(_sparse(rng, (300, 100), 120) * 0.1, jnp.float32),
+                      'bias': jnp.asarray(rng.normal(size=100), jnp.float32)},
+            'conv': {'kernel': jnp.asarray(rng.normal(size=(5, 5, 3, 8)), jnp.float32)}}
+  state = state_lib.reparameterize(params)
+  state = state.replace(latents={k: jnp.asarray(_sparse(rng, v.shape, min(40, v.size // 3)),
+                                                jnp.float32) + 0.2
+                                 for k, v in state.latents.items()})
+  key = jax.random.PRNGKey(3)
+  value = lambda fit: lambda s: state_lib.rate(s, key, per_group=True, prior_samples=0,
+                                               prior_fit=fit)
+  active, rounded = value('active')(state), value('rounded')(state)
+  reported = export.rate_summary(state, prior_fit='active')['group_bits']
+  plain = export.rate_summary(state)['group_bits']
+  for k in state.latents:
+    np.testing.assert_allclose(float(active[k]), reported[k], rtol=1e-4)
+    np.testing.assert_allclose(float(rounded[k]), plain[k], rtol=1e-4)
+  big = [k for k in state.latents if k.endswith('dense/kernel')][0]
+  assert reported[big] < 0.5 * plain[big]
+  grad = lambda fit: jax.grad(lambda s: sum(value(fit)(s).values()))(state)
+  g_active, g_rounded = grad('active'), grad('rounded')
+  for k in state.latents:
+    np.testing.assert_allclose(np.asarray(g_active.latents[k]), np.asarray(g_rounded.latents[k]),
+                               rtol=1e-5, atol=1e-6)
+  assert any(float(jnp.abs(a - b).max()) > 1e-3 for a, b in zip(
+      jax.tree.leaves(g_active.priors), jax.tree.leaves(g_rounded.priors)))
+  with pytest.raises(ValueError, match='coded view'):
+    rate_term.training_bits(state.latents, state.priors, key, 0, 0, 'active')
