@@ -76,6 +76,16 @@ def latent_lr(rd):
   return '' if lr == default else f' latent lr={lr:g}'
 
 
+def prior_setting(rd):
+  """' fit=…' / ' filters=…' where a run's priors are not fitted or shaped as by default."""
+  base = config_lib.base_config().rd
+  fit = rd.get('prior_fit', base.prior_fit)
+  filters = tuple(rd.get('prior_filters', base.prior_filters))
+  return ((f' fit={fit}' if fit != base.prior_fit else '')
+          + (f' filters={",".join(map(str, filters))}' if filters != tuple(base.prior_filters)
+             else ''))
+
+
 def surp_setting(s):
   """SuRP's knobs: per-layer (ours) or global (the authors'), the stages, the refinement."""
   if s.get('scope', 'layer') == 'global':
@@ -93,6 +103,7 @@ def setting(r):
                       f'{started_from(r)}'
                       f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
+                      f'{prior_setting(c["rd"])}'
                       f'{distilled(r)}{latent_lr(c["rd"])}'),
       'float': lambda: augmented(c).strip(),
       'uniform': lambda: f'step={c["uniform"]["rel_step"]:g}σ',
