@@ -189,7 +189,7 @@ def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None
   With views ({group: shape}, fit='active'), each group counts the elements of
   its ACTIVE block only, and adds the masks' bits (active_block)."""
   half = FIT_HALF_WIDTH
-  indices, weights, inside, mask_bits = [], [], [], []
+  indices, inside, mask_bits = [], [], []
   for i, n in enumerate(names):
     values = jax.lax.stop_gradient(latents[n]).ravel()
     block, bits = (active_block(values, views[n]) if views is not None
