@@ -43,11 +43,18 @@ def block_histograms(symbols, num_symbols):
                    for start, end in block_bounds(len(symbols))])
 
 
-def best_alpha(symbols, num_symbols):
-  """(alpha exponent, bits): the ALPHA_EXPONENTS entry coding symbols in the fewest bits."""
+def ideal_bits(symbols, num_symbols, alpha_exponent):
+  """Bits the code of symbols takes at alpha = 2**-alpha_exponent (the coder adds ~2 bytes)."""
+  hists = block_histograms(symbols, num_symbols)
+  counts = tables(hists, alpha_exponent)
+  return float(-(hists * (np.log2(counts) - TABLE_PRECISION)).sum())
+
+
+def best_alpha(symbols, num_symbols, alpha_exponents=ALPHA_EXPONENTS):
+  """(alpha exponent, bits): the alpha_exponents entry coding symbols in the fewest bits."""
   hists = block_histograms(symbols, num_symbols)
   best = None
-  for a in ALPHA_EXPONENTS:
+  for a in alpha_exponents:
     counts = tables(hists, a)
     bits = float(-(hists * (np.log2(counts) - TABLE_PRECISION)).sum())
     if best is None or bits < best[1]:
@@ -55,23 +62,16 @@ def best_alpha(symbols, num_symbols):
   return best
 
 
-def encode(symbols, num_symbols, alpha_exponent):
-  """Stream bytes of int symbols [n] in [0, num_symbols)."""
-  import constriction
+def encode_into(encoder, symbols, num_symbols, alpha_exponent):
+  """Appends the code of int symbols [n] in [0, num_symbols) to a constriction RangeEncoder."""
   symbols = np.asarray(symbols, np.int32)
   counts = tables(block_histograms(symbols, num_symbols), alpha_exponent)
-  encoder = constriction.stream.queue.RangeEncoder()
   for (start, end), row in zip(block_bounds(len(symbols)), counts):
     encoder.encode(symbols[start:end], coding.model_of(row))
-  return encoder.get_compressed().astype('>u4').tobytes().rstrip(b'\0')
 
 
-def decode(stream, num_values, num_symbols, alpha_exponent):
-  """int64 symbols [num_values] of a stream encode wrote; raises what constriction raises."""
-  import constriction
-  padded = stream + b'\0' * (-len(stream) % 4)
-  decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, '>u4')
-                                                   .astype(np.uint32))
+def decode_from(decoder, num_values, num_symbols, alpha_exponent):
+  """int64 symbols [num_values] that encode_into appended, read from a RangeDecoder."""
   alpha = 2.0**-alpha_exponent
   seen = np.zeros(num_symbols, np.int64)
   out = np.empty(num_values, np.int64)
@@ -81,3 +81,16 @@ def decode(stream, num_values, num_symbols, alpha_exponent):
     out[start:end] = block
     seen += np.bincount(block, minlength=num_symbols)[:num_symbols]
   return out
+
+
+def encode(symbols, num_symbols, alpha_exponent):
+  """Stream bytes of int symbols [n] in [0, num_symbols)."""
+  import constriction
+  encoder = constriction.stream.queue.RangeEncoder()
+  encode_into(encoder, symbols, num_symbols, alpha_exponent)
+  return coding.stream_bytes(encoder)
+
+
+def decode(stream, num_values, num_symbols, alpha_exponent):
+  """int64 symbols [num_values] of a stream encode wrote; raises what constriction raises."""
+  return decode_from(coding.stream_decoder(stream), num_values, num_symbols, alpha_exponent)

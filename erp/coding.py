@@ -58,6 +58,50 @@ def to_indices(values, lo, num_symbols):
 CHUNK = 1 << 20  # Values converted at a time: bounds the coder's temporaries.
 
 
+def stream_bytes(encoder):
+  """The bytes of a constriction RangeEncoder's words, big-endian, trailing zeros dropped
+  (stream_decoder reads missing bytes as zeros)."""
+  return encoder.get_compressed().astype('>u4').tobytes().rstrip(b'\0')
+
+
+def stream_decoder(stream):
+  """A constriction RangeDecoder of stream bytes (zero-padded to whole 32-bit words)."""
+  padded = stream + b'\0' * (-len(stream) % 4)
+  return constriction.stream.queue.RangeDecoder(np.frombuffer(padded, '>u4').astype(np.uint32))
+
+
+TRIM_BUMPS = (0, 1, 2)  # What may be added to a shortened stream's last byte.
+MAX_TRIM = 8  # Bytes: the flush writes at most two 32-bit words.
+
+
+def shortest_stream(stream, decodes_same):
+  """The stream with its tail cut as far as the decoder still reads the same symbols.
+
+  Format 7: a range coder's flush writes the whole final interval (measured: about
+  2 bytes per stream more than the code's ideal length on LeNet5 files), where any
+  number in the interval decodes the same; the decoder reads missing bytes as zeros.
+  For cut = 1, 2, ... bytes, the first of stream[:-cut] with TRIM_BUMPS added to its
+  last byte that decodes_same(candidate) accepts is kept; the search stops at the
+  first cut none passes. Deterministic, so a reader re-encoding the values gets the
+  same bytes (the check that binds a file's bytes to its values).
+  """
+  best = stream
+  for cut in range(1, min(len(stream), MAX_TRIM) + 1):
+    head = stream[:-cut]
+    found = None
+    for bump in TRIM_BUMPS:
+      if bump and (not head or head[-1] + bump > 255):
+        break
+      candidate = head[:-1] + bytes([head[-1] + bump]) if bump else head
+      if decodes_same(candidate):
+        found = candidate
+        break
+    if found is None:
+      break
+    best = found
+  return best
+
+
 def encode(values, lo, counts):
   """(stream bytes, escaped values int64 [k]) for int values of any shape."""
   counts = np.asarray(counts)
@@ -68,19 +112,16 @@ def encode(values, lo, counts):
     idx, out = to_indices(values[start:start + CHUNK], lo, len(counts))
     encoder.encode(idx, model)
     escaped.append(out)
-  words = encoder.get_compressed().astype('>u4').tobytes()
-  return words.rstrip(b'\0'), np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
+  return stream_bytes(encoder), np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
 
 
 def decode(stream, num_values, lo, counts, escaped):
   """Inverse of encode: int64 [num_values]."""
   counts = np.asarray(counts)
-  padded = stream + b'\0' * (-len(stream) % 4)
-  words = np.frombuffer(padded, '>u4').astype(np.uint32)
   if num_values == 0:
     return np.zeros((0,), np.int64)
   try:
-    decoder, model = constriction.stream.queue.RangeDecoder(words), model_of(counts)
+    decoder, model = stream_decoder(stream), model_of(counts)
     idx = np.empty(num_values, np.int64)
     for start in range(0, num_values, CHUNK):
       idx[start:start + CHUNK] = decoder.decode(model, min(CHUNK, num_values - start))

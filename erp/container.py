@@ -1,8 +1,8 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Formats 3-6 (6 is what write produces; all integers unsigned LEB128 varints;
+Formats 3-7 (7 is what write produces; all integers unsigned LEB128 varints;
 they differ only inside EPR payloads, erp.codecs.epr and erp.latent_code, and
-in format 6's header dictionary):
+in format 6's header dictionary, which 7 keeps):
 
     magic b'\x89ERP'  version:u8  length header[length]  (length payload[length])*
     crc32 of every byte before it:u32le
@@ -27,8 +27,8 @@ from erp.errors import ErpError
 from erp import header_dictionary
 
 MAGIC = b'\x89ERP'
-VERSION = 6  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3, 4, 5, 6)
+VERSION = 7  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.
@@ -134,7 +134,7 @@ def _json(header):
 def write(header, sections, version=VERSION):
   """bytes of a file: header dict + [(kind, payload bytes)] in header order.
 
-  Formats 3-6 store no kinds (the header names each leaf's codec); version 2
+  Formats 3-7 store no kinds (the header names each leaf's codec); version 2
   is kept for tests that craft files of the old format.
   """
   w = Writer().raw(MAGIC).raw(bytes([version]))

@@ -1,13 +1,14 @@
 """The .erp file of an EprState: save, and load it back from the file alone.
 
-Formats 2-6 (erp.container frames them): the header lists every leaf as
+Formats 2-7 (erp.container frames them): the header lists every leaf as
 [collection, path, codec, variant, shape], which is all decoding needs, plus
 optional JSON metadata that decoding never reads; one section per leaf, read
 by its codec (erp.codecs). No model registry, config schema or dataset is
 needed to decode, and no local path is stored unless the metadata holds one.
 Format 3 (erp 0.3) differs in its framing and the EPR payloads (compact
-decoders and codes); formats 4-6 only in how a DFT leaf stores its steps and
-latents (erp.codecs.epr), the ACTIVE code (5) and the header dictionary (6).
+decoders and codes); formats 4-7 only in how a DFT leaf stores its steps and
+latents (erp.codecs.epr), the ACTIVE code (5), the header dictionary (6) and
+the binarized code and trimmed streams (7, erp.latent_code).
 Format v1 files (erp 0.1: header with model, config diff
 and [collection, kind, path, shape] rows) are read by translating their header.
 """

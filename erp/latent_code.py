@@ -17,6 +17,14 @@ when the symbols change statistics along the tensor (measured: LeNet-300-100's
 first layer, whose border pixels' rows are all zero). A group of one value
 costs its head and lo, and no stream.
 
+    mode BINARIZED + a (format 7; K = max |v|, no lo, no escape): stream
+
+Format 7 adds modes 10..15, erp.binarized (zero flags, signs and magnitudes in
+unary, each an adaptive binary context, alpha = 2**-a): it learns a few
+probabilities where mode 0..7 learns a K-symbol histogram, which pays on the
+sparse, wide groups of small files; and cuts every stream of at most
+TRIM_MAX_VALUES values to its shortest decodable length (erp.coding.shortest_stream).
+
     mode ACTIVE (format 5; head = ACTIVE, no lo): blob(code of the masks), code of the block
 
 Trained EPR kernels are sparse along whole rows and columns (a LeNet5 file at
@@ -29,17 +37,23 @@ when it is the fewer bytes (measured: 10-11 % of the committed LeNet files).
 import numpy as np
 
 from erp import adaptive
+from erp import binarized
 from erp import coding
 from erp import container
 from erp.errors import ErpError
 
 TABLE = 8
 ACTIVE = 9
+BINARIZED = 10  # Modes 10..15: erp.binarized with alpha = 2**-(mode - 10); K = max |v|.
+TRIM_MAX_VALUES = 1 << 18  # Streams of more values are not trimmed (each try decodes them).
 TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
 
 
-def _candidates(values):
+def _candidates(values, version=container.VERSION):
   """(bytes, lo, K, escaped, mode, counts) of every way considered to code values."""
+  binary = _binarized_candidate(values) if version >= 7 else None
+  if binary is not None:
+    yield binary
   for tail in TAILS:
     lo = int(np.quantile(values, tail / 2, method='lower'))
     hi = int(np.quantile(values, 1 - tail / 2, method='higher'))
@@ -63,8 +77,18 @@ def _candidates(values):
     yield fixed + int(coding.varint_bytes(counts).sum()) + bits / 8, lo, k, escaped, TABLE, counts
 
 
-def _flat_bytes(values):
-  return min(c[0] for c in _candidates(values)) if values.size else 2
+def _binarized_candidate(values):
+  """(bytes, 0, K, [], mode, None) of the binarized code, or None (format 7)."""
+  best = binarized.best_alpha(values)
+  if best is None:
+    return None
+  k = int(np.abs(values).max())
+  return coding.varint_bytes(k << 5).item() + best[1] / 8, 0, k, np.zeros(0, np.int64), \
+      BINARIZED + best[0], None
+
+
+def _flat_bytes(values, version):
+  return min(c[0] for c in _candidates(values, version)) if values.size else 2
 
 
 def active_masks(values):
@@ -74,28 +98,31 @@ def active_masks(values):
           for axis in range(nonzero.ndim)]
 
 
-def write(writer, values, table=None, active=True):
+def write(writer, values, table=None, active=True, version=container.VERSION):
   """Appends the code of int values (any shape, Fortran order) to a container.Writer.
 
   table: None (the writer picks the fewest bytes) or (lo, counts), a stored
   table to use, escape symbol last (e.g. the learned prior's, erp.codecs.epr).
-  active=False: never ACTIVE (what an ACTIVE code holds). Returns {'stream':
+  active=False: never ACTIVE (what an ACTIVE code holds). version: the format
+  whose code to write (before 7: no BINARIZED, untrimmed; for tests of old
+  files). Returns {'stream':
   bytes after the head, 'mode': 0..7, TABLE or ACTIVE, 'num_symbols', 'escapes'}.
   """
   values = np.asarray(values, np.int64)
   flat = values.ravel(order='F')
-  best = min(_candidates(flat), key=lambda c: c[0]) if table is None and flat.size else None
+  best = min(_candidates(flat, version), key=lambda c: c[0]) \
+      if table is None and flat.size else None
   if active and best is not None:
     masks = active_masks(values)
     block = values[np.ix_(*masks)].ravel(order='F')
     flags = np.concatenate(masks).astype(np.int64)
-    if _flat_bytes(flags) + _flat_bytes(block) + 3 < best[0]:
+    if _flat_bytes(flags, version) + _flat_bytes(block, version) + 3 < best[0]:
       start = len(writer.buf)
       writer.varint(ACTIVE)
       inner = container.Writer()
-      write(inner, flags, active=False)
+      write(inner, flags, active=False, version=version)
       writer.blob(inner.getvalue())
-      code = write(writer, block, active=False)
+      code = write(writer, block, active=False, version=version)
       return dict(code, stream=bytes(writer.buf[start + 1:]), mode=ACTIVE)
   if not flat.size:
     writer.varint(0).sint(0)
@@ -107,7 +134,9 @@ def write(writer, values, table=None, active=True):
     k, mode = len(counts) - 1, TABLE
     escaped = coding.to_indices(flat, lo, len(counts))[1]
   escape = len(escaped) > 0
-  writer.varint(k << 5 | escape << 4 | mode).sint(lo)
+  writer.varint(k << 5 | escape << 4 | mode)
+  if mode < BINARIZED:
+    writer.sint(lo)
   if mode == TABLE:
     for c in counts:
       writer.varint(c)
@@ -115,34 +144,60 @@ def write(writer, values, table=None, active=True):
     writer.varint(len(escaped))
     for v in escaped:
       writer.sint(v)
-  stream = _encode(flat, lo, k, escape, mode, counts)
+  stream = _encode(flat, lo, k, escape, mode, counts, version)
   writer.raw(stream)
-  return {'stream': stream, 'mode': mode, 'num_symbols': k + (escape or mode == TABLE),
-          'escapes': len(escaped)}
+  num_symbols = 2 * k + 1 if mode >= BINARIZED else k + (escape or mode == TABLE)
+  return {'stream': stream, 'mode': mode, 'num_symbols': num_symbols, 'escapes': len(escaped)}
 
 
-def _encode(values, lo, k, escape, mode, counts):
+def _encode(values, lo, k, escape, mode, counts, version):
+  """The stream of values; from format 7 cut to its shortest decodable length."""
   if mode == TABLE:
-    return coding.encode(values, lo, counts)[0]
-  if k + escape <= 1:
+    stream = coding.encode(values, lo, counts)[0]
+  elif mode >= BINARIZED:
+    stream = binarized.encode(values, mode - BINARIZED)
+  elif k + escape <= 1:
     return b''
-  return adaptive.encode(coding.to_indices(values, lo, k + 1)[0], k + escape, mode)
+  else:
+    stream = adaptive.encode(coding.to_indices(values, lo, k + 1)[0], k + escape, mode)
+  if version < 7 or values.size > TRIM_MAX_VALUES:
+    return stream
+
+  escaped = escaped_of(values, lo, k, escape, mode)
+
+  def decodes_same(candidate):
+    try:
+      return np.array_equal(
+          _decode(candidate, values.size, lo, k, escape, mode, counts, escaped, 'trim'), values)
+    except ErpError:
+      return False
+  return coding.shortest_stream(stream, decodes_same)
 
 
-def read(reader, shape, what, active=True):
+def escaped_of(values, lo, k, escape, mode):
+  """The values a code with these fields stores raw (outside lo..lo+k-1; none if no escape)."""
+  if not escape or mode >= BINARIZED:
+    return np.zeros(0, np.int64)
+  return coding.to_indices(values, lo, k + 1)[1]
+
+
+def read(reader, shape, what, active=True, version=container.VERSION):
   """(int64 values [shape], stream bytes): the rest of reader's section is the code.
 
   active=False refuses ACTIVE (inside an ACTIVE code, and in files before format 5).
+  version: the file's format (before 7: no BINARIZED modes, untrimmed streams).
   """
   shape = tuple(int(d) for d in shape)
   num_values = int(np.prod(shape))
   start = reader.pos
   head = reader.varint(coding.MAX_TABLE << 5)
   if head == ACTIVE and active and num_values:
-    return _read_active(reader, shape, what), reader.data[start + 1:]
+    return _read_active(reader, shape, what, version), reader.data[start + 1:]
   k, escape, mode = head >> 5, head >> 4 & 1, head & 15
-  lo = reader.sint()
-  if mode > TABLE or (k == 0) != (num_values == 0) or (escape and not num_values):
+  binary = mode >= BINARIZED
+  lo = 0 if binary else reader.sint()
+  if ((mode == ACTIVE or (binary and (version < 7 or escape or not 1 <= k <= binarized.MAX_LEVELS)))
+      or (k == 0) != (num_values == 0) or (escape and not num_values)):
     raise ErpError(f'{what}: malformed code head {head}')
   counts = None
   if mode == TABLE:
@@ -156,20 +211,24 @@ def read(reader, shape, what, active=True):
     escaped = np.array([reader.sint() for _ in range(count)], np.int64)
   stream = reader.raw(len(reader.data) - reader.pos)
   values = _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what)
-  if _encode(values, lo, k, escape, mode, counts) != stream:  # Binds bytes to values.
+  if binary and int(np.abs(values).max()) != k:
+    raise ErpError(f'{what}: binarized code head says max |value| {k}, the values reach '
+                   f'{int(np.abs(values).max())}')
+  if _encode(values, lo, k, escape, mode, counts, version) != stream:  # Binds bytes to values.
     raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
                    '(trailing or altered bytes)')
   return values.reshape(shape, order='F'), stream
 
 
-def _read_active(reader, shape, what):
+def _read_active(reader, shape, what, version):
   """The values of an ACTIVE code: the masks, then the block they cut out; zeros elsewhere."""
   inner = container.Reader(reader.blob(), f'{what} (masks)')
-  flags, _ = read(inner, (sum(shape),), f'{what} (masks)', active=False)
+  flags, _ = read(inner, (sum(shape),), f'{what} (masks)', active=False, version=version)
   if flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
     raise ErpError(f'{what}: active masks hold values other than 0 and 1')
   masks = np.split(flags.astype(bool), np.cumsum(shape)[:-1])
-  block, _ = read(reader, tuple(int(m.sum()) for m in masks), what, active=False)
+  block, _ = read(reader, tuple(int(m.sum()) for m in masks), what, active=False,
+                  version=version)
   values = np.zeros(shape, np.int64)
   values[np.ix_(*masks)] = block
   if not all(np.array_equal(a, b) for a, b in zip(active_masks(values), masks)):
@@ -180,6 +239,11 @@ def _read_active(reader, shape, what):
 def _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what):
   if mode == TABLE:
     return coding.decode(stream, num_values, lo, counts, escaped)
+  if mode >= BINARIZED:
+    try:
+      return binarized.decode(stream, num_values, k, mode - BINARIZED)
+    except Exception as e:  # constriction reports a malformed stream in its own terms.
+      raise ErpError(f'{what}: corrupt range-coded stream: {e}') from None
   if k + escape <= 1:  # k == 1 (read refuses k == 0 with values): one value, no stream.
     return np.full(num_values, lo, np.int64)
   try:

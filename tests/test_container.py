@@ -132,10 +132,10 @@ def _epr_leaf_file(version, log_step=0.0, stream_suffix=b''):
   from erp import coding, latent_code
   values = np.array([0, 1, -1, 0, 2, 0], np.int64)
   header = {'leaves': [['params', 'w', 'epr', 'affine', [2, 3]]]}
-  if version == 3:  # The log step is an integer / 128: no NaN, but it can overflow.
+  if version >= 3:  # The log step is an integer / 128: no NaN, but it can overflow.
     w = container.Writer().sint(int(log_step * 128))
-    latent_code.write(w, values)
-    return container.write(header, [(None, w.getvalue() + stream_suffix)], 3)
+    latent_code.write(w, values)  # The current format's code.
+    return container.write(header, [(None, w.getvalue() + stream_suffix)], version)
   lo, counts = coding.empirical_table(values)
   w = container.Writer().f32([log_step])
   stream, _ = coding.encode(values, lo, counts)
@@ -146,7 +146,7 @@ def _epr_leaf_file(version, log_step=0.0, stream_suffix=b''):
   return container.write(header, [(container.GROUP, w.getvalue())], 2)
 
 
-@pytest.mark.parametrize('version', [2, 3])
+@pytest.mark.parametrize('version', [2, container.VERSION])
 def test_non_finite_or_overflowing_decoders_and_padded_streams_are_refused(version):
   file_lib.decode_bytes(_epr_leaf_file(version))  # The well-formed file loads.
   for bad in (float('nan'), float('inf'), 200.0) if version == 2 else (200.0, 1e9):
@@ -173,10 +173,10 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_6_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
+def test_a_format_7_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
   """9 bytes of framing; the header dictionaries are part of the format (a changed byte
   would change what every file means), and a LeNet header, of an MNIST or a Fashion-MNIST
-  run, deflates to a few bytes with format 6's."""
+  run, deflates to a few bytes with format 6's (which format 7 keeps)."""
   import hashlib
   from erp import codecs, header_dictionary
   assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY).hexdigest()[:16] == \
@@ -186,9 +186,9 @@ def test_a_format_6_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinne
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 6 and sections == [(None, b'')]
+  assert version == 7 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x06' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  assert blob[:5] == container.MAGIC + b'\x07' and blob[5] == len(blob) - 11 and blob[-5] == 0
   inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY_6)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
@@ -239,7 +239,7 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   values[2, 3, 1, 2] = -5
   log_step = np.log(rng.uniform(0.05, 0.5, (5, 5, 1, 1))).astype(np.float32)
   payload, _ = epr.write(values, {'log_step': log_step})
-  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 6)
+  leaf = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, container.VERSION)
   decoded, decoder, _ = epr.read_group(payload, leaf)
   np.testing.assert_array_equal(decoded, values)
   used = [0, 13]  # Frequencies (0, 0) and (2, 3): their steps are the file's grid.
@@ -252,7 +252,7 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   v5 = container.Writer().raw(bytes([1, 32, 0, 0]))
   for d in np.diff(ints[used], prepend=0):
     v5.sint(d)
-  latent_code.write(v5, values.reshape(25, 3, 4)[used])
+  latent_code.write(v5, values.reshape(25, 3, 4)[used], version=5)
   v5, leaf5 = v5.getvalue(), codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 5)
   np.testing.assert_array_equal(epr.read_group(v5, leaf5)[0], values)
   for bad, message in [(bytes([1, 32, 0, 2]), 'malformed frequency mask'),
@@ -266,7 +266,7 @@ def test_dft_steps_are_stored_for_the_frequencies_in_use_only():
   old = container.Writer().raw(bytes([1, 32, 0, 0]))
   for d in np.diff(ints[used], prepend=0):
     old.sint(d)
-  latent_code.write(old, values.ravel(order='F'), active=False)
+  latent_code.write(old, values.ravel(order='F'), active=False, version=4)
   leaf4 = codecs.Leaf('params', 'Conv_0/kernel', 'epr', 'dft', values.shape, 4)
   np.testing.assert_array_equal(epr.read_group(old.getvalue(), leaf4)[0], values)
   with pytest.raises(erp.ErpError, match='frequencies with nonzero latents'):

@@ -182,13 +182,15 @@ def read_group(payload, leaf):
       ints['shift'] = r.sint(1 << 40)
     decoder = reparam.decoder_of_ints(ints)
     if leaf.version >= 5 and masked:  # The latents of the frequencies in use only.
-      coded, stream = latent_code.read(r, (int(used.sum()),) + shape[2:], what)
+      coded, stream = latent_code.read(r, (int(used.sum()),) + shape[2:], what,
+                                       version=leaf.version)
       values = np.zeros((num_steps,) + shape[2:], np.int64)
       values[used] = coded
     elif leaf.version >= 5:
-      values, stream = latent_code.read(r, shape, what)
+      values, stream = latent_code.read(r, shape, what, version=leaf.version)
     else:  # Formats 3-4: Fortran order, no ACTIVE code.
-      values, stream = latent_code.read(r, (int(np.prod(shape)),), what, active=False)
+      values, stream = latent_code.read(r, (int(np.prod(shape)),), what, active=False,
+                                        version=leaf.version)
     values = values.reshape(shape, order='C' if leaf.version >= 5 else 'F')
     if masked and not np.array_equal(_used_frequencies(values, step_shape), used):
       raise ErpError(f'{what}: the frequencies with nonzero latents are not those whose '
