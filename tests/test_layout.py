@@ -10,7 +10,7 @@ LIBRARY = ('erp', 'erp.errors', 'erp.exact', 'erp.state', 'erp.leaves', 'erp.rep
            'erp.packed', 'erp.materialize',
            'erp.rate_term', 'erp.rate_table',
            'erp.file', 'erp.coding', 'erp.container', 'erp.header_dictionary',
-           'erp.adaptive', 'erp.latent_code', 'erp.codecs', 'erp.codecs.epr',
+           'erp.adaptive', 'erp.binarized', 'erp.latent_code', 'erp.codecs', 'erp.codecs.epr',
            'erp.codecs.float', 'erp.codecs.surp', 'erp.codecs.surp_global', 'erp.codecs.miracle')
 
 
