@@ -43,18 +43,11 @@ def block_histograms(symbols, num_symbols):
                    for start, end in block_bounds(len(symbols))])
 
 
-def ideal_bits(symbols, num_symbols, alpha_exponent):
-  """Bits the code of symbols takes at alpha = 2**-alpha_exponent (the coder adds ~2 bytes)."""
-  hists = block_histograms(symbols, num_symbols)
-  counts = tables(hists, alpha_exponent)
-  return float(-(hists * (np.log2(counts) - TABLE_PRECISION)).sum())
-
-
-def best_alpha(symbols, num_symbols, alpha_exponents=ALPHA_EXPONENTS):
-  """(alpha exponent, bits): the alpha_exponents entry coding symbols in the fewest bits."""
+def best_alpha(symbols, num_symbols):
+  """(alpha exponent, bits): the ALPHA_EXPONENTS entry coding symbols in the fewest bits."""
   hists = block_histograms(symbols, num_symbols)
   best = None
-  for a in alpha_exponents:
+  for a in ALPHA_EXPONENTS:
     counts = tables(hists, a)
     bits = float(-(hists * (np.log2(counts) - TABLE_PRECISION)).sum())
     if best is None or bits < best[1]:

@@ -144,14 +144,15 @@ def write(writer, values, table=None, active=True, version=container.VERSION):
     writer.varint(len(escaped))
     for v in escaped:
       writer.sint(v)
-  stream = _encode(flat, lo, k, escape, mode, counts, version)
+  stream = _encode(flat, lo, k, escape, mode, counts, escaped, version)
   writer.raw(stream)
   num_symbols = 2 * k + 1 if mode >= BINARIZED else k + (escape or mode == TABLE)
   return {'stream': stream, 'mode': mode, 'num_symbols': num_symbols, 'escapes': len(escaped)}
 
 
-def _encode(values, lo, k, escape, mode, counts, version):
-  """The stream of values; from format 7 cut to its shortest decodable length."""
+def _encode(values, lo, k, escape, mode, counts, escaped, version):
+  """The stream of values (escaped: those stored raw); from format 7 cut to its shortest
+  decodable length."""
   if mode == TABLE:
     stream = coding.encode(values, lo, counts)[0]
   elif mode >= BINARIZED:
@@ -163,8 +164,6 @@ def _encode(values, lo, k, escape, mode, counts, version):
   if version < 7 or values.size > TRIM_MAX_VALUES:
     return stream
 
-  escaped = escaped_of(values, lo, k, escape, mode)
-
   def decodes_same(candidate):
     try:
       return np.array_equal(
@@ -172,13 +171,6 @@ def _encode(values, lo, k, escape, mode, counts, version):
     except ErpError:
       return False
   return coding.shortest_stream(stream, decodes_same)
-
-
-def escaped_of(values, lo, k, escape, mode):
-  """The values a code with these fields stores raw (outside lo..lo+k-1; none if no escape)."""
-  if not escape or mode >= BINARIZED:
-    return np.zeros(0, np.int64)
-  return coding.to_indices(values, lo, k + 1)[1]
 
 
 def read(reader, shape, what, active=True, version=container.VERSION):
@@ -196,8 +188,9 @@ def read(reader, shape, what, active=True, version=container.VERSION):
   k, escape, mode = head >> 5, head >> 4 & 1, head & 15
   binary = mode >= BINARIZED
   lo = 0 if binary else reader.sint()
-  if ((mode == ACTIVE or (binary and (version < 7 or escape or not 1 <= k <= binarized.MAX_LEVELS)))
-      or (k == 0) != (num_values == 0) or (escape and not num_values)):
+  bad_binary = binary and (version < 7 or escape or not 1 <= k <= binarized.MAX_LEVELS)
+  if (mode == ACTIVE or bad_binary or (k == 0) != (num_values == 0)
+      or (escape and not num_values)):
     raise ErpError(f'{what}: malformed code head {head}')
   counts = None
   if mode == TABLE:
@@ -214,7 +207,7 @@ def read(reader, shape, what, active=True, version=container.VERSION):
   if binary and int(np.abs(values).max()) != k:
     raise ErpError(f'{what}: binarized code head says max |value| {k}, the values reach '
                    f'{int(np.abs(values).max())}')
-  if _encode(values, lo, k, escape, mode, counts, version) != stream:  # Binds bytes to values.
+  if _encode(values, lo, k, escape, mode, counts, escaped, version) != stream:  # Bytes <-> values.
     raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
                    '(trailing or altered bytes)')
   return values.reshape(shape, order='F'), stream
