@@ -87,8 +87,13 @@ def _binarized_candidate(values):
       BINARIZED + best[0], None
 
 
-def _flat_bytes(values, version):
-  return min(c[0] for c in _candidates(values, version)) if values.size else 2
+def _best(flat, version):
+  """The candidate of fewest bytes for flat values, or None if there are none."""
+  return min(_candidates(flat, version), key=lambda c: c[0]) if flat.size else None
+
+
+def _num_bytes(best):
+  return best[0] if best is not None else 2  # An empty code's head: k = 0, lo = 0.
 
 
 def active_masks(values):
@@ -110,20 +115,25 @@ def write(writer, values, table=None, active=True, version=container.VERSION):
   """
   values = np.asarray(values, np.int64)
   flat = values.ravel(order='F')
-  best = min(_candidates(flat, version), key=lambda c: c[0]) \
-      if table is None and flat.size else None
+  best = _best(flat, version) if table is None else None
   if active and best is not None:
     masks = active_masks(values)
     block = values[np.ix_(*masks)].ravel(order='F')
     flags = np.concatenate(masks).astype(np.int64)
-    if _flat_bytes(flags, version) + _flat_bytes(block, version) + 3 < best[0]:
+    flags_best, block_best = _best(flags, version), _best(block, version)
+    if _num_bytes(flags_best) + _num_bytes(block_best) + 3 < best[0]:
       start = len(writer.buf)
       writer.varint(ACTIVE)
       inner = container.Writer()
-      write(inner, flags, active=False, version=version)
+      _write_flat(inner, flags, flags_best, None, version)
       writer.blob(inner.getvalue())
-      code = write(writer, block, active=False, version=version)
+      code = _write_flat(writer, block, block_best, None, version)
       return dict(code, stream=bytes(writer.buf[start + 1:]), mode=ACTIVE)
+  return _write_flat(writer, flat, best, table, version)
+
+
+def _write_flat(writer, flat, best, table, version):
+  """Appends the code of flat values: the candidate best, else with table (lo, counts)."""
   if not flat.size:
     writer.varint(0).sint(0)
     return {'stream': b'', 'mode': 0, 'num_symbols': 0, 'escapes': 0}
