@@ -64,6 +64,7 @@ def base_config():
   c.rd = ml_collections.ConfigDict()
   c.rd.enabled = False
   c.rd.lmbda = 0.0  # loss = cross-entropy [nats/example] + lmbda * bits / num_train.
+  c.rd.lmbda_warmup_epochs = 0.0  # lmbda ramps up linearly over these first epochs (0: none).
   c.rd.latent_lr = 0.05  # In integer latent steps (Adam's step size is lr-sized).
   c.rd.decoder_lr = 1e-3
   c.rd.prior_lr = 1e-2  # Constant (no schedule): the priors must track the latents.
@@ -187,7 +188,7 @@ def validate(config):
   if not config.rd.enabled and lmbda != 0:
     raise ErpError(f'rd.lmbda={lmbda:g} is set but rd.enabled=False, which trains a float '
                    'model and writes no file: add --config.rd.enabled=True')
-  for key in ('optim.lr', 'rd.latent_lr', 'rd.decoder_lr', 'rd.prior_lr', 'optim.weight_decay'):
+  for key in ('rd.lmbda_warmup_epochs', 'optim.lr', 'rd.latent_lr', 'rd.decoder_lr', 'rd.prior_lr', 'optim.weight_decay'):
     _number(config, key)
   _number(config, 'train.num_steps')
   if not config.train.num_steps:

@@ -104,12 +104,16 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   (batch statistics are then those of the whole batch, as on one device).
   """
   lmbda = float(config.rd.lmbda)
+  # A ramp keeps the first steps, when the rate term is hundreds of nats, from zeroing
+  # every latent before the task loss can say which ones matter.
+  warmup_steps = float(config.rd.get('lmbda_warmup_epochs', 0.0)) * num_train \
+      / config.train.batch_size
   compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
   teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
   distill_weight = float(config.train.get('distill_weight', 0.0))
   temperature = float(config.train.get('distill_temperature', 1.0))
 
-  def loss_fn(trainable, batch_stats, images, labels, rng):
+  def loss_fn(trainable, batch_stats, images, labels, rng, lmbda_now):
     k_noise, k_dropout = jax.random.split(rng)
     params = state_lib.decode(trainable)
     if param_transform is not None:
@@ -126,7 +130,7 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=config.rd.prior_samples,
                                 table_points=config.rd.rate_table_points,
                                 prior_fit=config.rd.prior_fit)
-    loss = task + lmbda * total_bits / num_train
+    loss = task + lmbda_now * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
                   batch_stats)
@@ -135,8 +139,10 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   def train_step(state, images, labels):
     rng, _, k_noise = jax.random.split(state.rng, 3)  # Three, as when augmentation was here.
     images = data.preprocess(images, ds)
+    lmbda_now = lmbda if warmup_steps <= 0 else lmbda * jnp.minimum(
+        1.0, (state.step + 1) / warmup_steps)
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state.trainable, state.batch_stats, images, labels, k_noise)
+        state.trainable, state.batch_stats, images, labels, k_noise, lmbda_now)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     return state.replace(step=state.step + 1, trainable=trainable,

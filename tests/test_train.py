@@ -261,6 +261,30 @@ def test_bfloat16_compute_trains_like_float32_and_keeps_the_state_float32(data_d
     train.train_and_evaluate(c, '/nonexistent/never/written')
 
 
+def test_lmbda_warmup_ramps_the_rate_weight_then_holds_it(data_dir):
+  """rd.lmbda_warmup_epochs: step s (from 0) weighs the bits by lmbda * min(1, (s + 1) / W),
+  W the warm-up in steps; a negative or NaN warm-up is refused."""
+  from erp import data
+  c = _config(data_dir, enabled=True, lmbda=2.0, lmbda_warmup_epochs=4 * 64 / 50000)
+  c.train.batch_size = 64  # W = 4 steps.
+  model, ds, trainable, batch_stats = runs.setup(c)
+  tx = train.make_optimizer(c, 100, 100)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                           batch_stats=batch_stats, opt_state=tx.init(trainable),
+                           rng=jax.random.PRNGKey(0))
+  step = train.make_train_step(c, model, ds, tx, 50000)
+  images, labels = data.load_split(c.data, 'train')
+  weights = []
+  for i in range(6):
+    state, m = step(state, images[i * 64:(i + 1) * 64], labels[i * 64:(i + 1) * 64])
+    weights.append(float((m['loss'] - m['ce']) * 50000 / m['bits']))
+  np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 2.0, 2.0, 2.0], rtol=1e-4)
+  for bad in (-1.0, float('nan')):
+    c.rd.lmbda_warmup_epochs = bad
+    with pytest.raises(erp.ErpError, match='rd.lmbda_warmup_epochs must be a finite number'):
+      train.train_and_evaluate(c, '/nonexistent/never/written')
+
+
 def test_metrics_go_to_jsonl_and_tensorboard_only_when_its_extra_is_installed(tmp_path):
   import importlib.util
   metrics = workdir_lib.Metrics(str(tmp_path))
