@@ -27,8 +27,8 @@ from erp.errors import ErpError
 from erp import header_dictionary
 
 MAGIC = b'\x89ERP'
-VERSION = 7  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+VERSION = 8  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.

@@ -33,6 +33,14 @@ stores, for every axis, the mask of the indices whose slice holds a nonzero
 (the masks' 0/1 concatenated, coded as above), then the block those masks cut
 out, coded as above; the zeros outside it cost nothing. The writer takes it
 when it is the fewer bytes (measured: 10-11 % of the committed LeNet files).
+
+    mode ACTIVE_BASE (format 8; head = ACTIVE | 1 << 4): base:sint (!= 0), ACTIVE code of
+    values - base
+
+The writer tries base = the most frequent value. A last layer's kernel drifts under the
+rate as a whole (softmax ignores a constant added to every logit, so a row of equal
+values is free to the task): the LeNet5-Caffe record files' fc2 holds -1 where 0 is
+meant, in every row of the 414-422 fc1 units no input reaches and most of the others.
 """
 import numpy as np
 
@@ -44,6 +52,7 @@ from erp.errors import ErpError
 
 TABLE = 8
 ACTIVE = 9
+ACTIVE_BASE = ACTIVE | 1 << 4  # Format 8: base != 0, then the ACTIVE code of values - base.
 BINARIZED = 10  # Modes 10..15: erp.binarized with alpha = 2**-(mode - 10); K = max |v|.
 TRIM_MAX_VALUES = 1 << 18  # Streams of more values are not trimmed (each try decodes them).
 TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
@@ -103,6 +112,18 @@ def active_masks(values):
           for axis in range(nonzero.ndim)]
 
 
+def _bases(values, version):
+  """What an ACTIVE code may subtract first: 0, and from format 8 the most frequent value
+  (a trained kernel's rows drift together, e.g. to -1, where softmax ignores what they
+  add to every logit)."""
+  yield 0
+  if version >= 8 and values.ndim >= 2:
+    uniques, counts = np.unique(values, return_counts=True)
+    base = int(uniques[np.argmax(counts)])
+    if base:
+      yield base
+
+
 def write(writer, values, table=None, active=True, version=container.VERSION):
   """Appends the code of int values (any shape, Fortran order) to a container.Writer.
 
@@ -117,13 +138,22 @@ def write(writer, values, table=None, active=True, version=container.VERSION):
   flat = values.ravel(order='F')
   best = _best(flat, version) if table is None else None
   if active and best is not None:
-    masks = active_masks(values)
-    block = values[np.ix_(*masks)].ravel(order='F')
-    flags = np.concatenate(masks).astype(np.int64)
-    flags_best, block_best = _best(flags, version), _best(block, version)
-    if _num_bytes(flags_best) + _num_bytes(block_best) + 3 < best[0]:
+    plans = []
+    for base in _bases(values, version):
+      shifted = values - base
+      masks = active_masks(shifted)
+      block = shifted[np.ix_(*masks)].ravel(order='F')
+      flags = np.concatenate(masks).astype(np.int64)
+      flags_best, block_best = _best(flags, version), _best(block, version)
+      num_bytes = _num_bytes(flags_best) + _num_bytes(block_best) + 3 \
+          + (coding.sint_bytes(base).item() if base else 0)
+      plans.append((num_bytes, base, flags, flags_best, block, block_best))
+    num_bytes, base, flags, flags_best, block, block_best = min(plans, key=lambda p: p[0])
+    if num_bytes < best[0]:
       start = len(writer.buf)
-      writer.varint(ACTIVE)
+      writer.varint(ACTIVE_BASE if base else ACTIVE)
+      if base:
+        writer.sint(base)
       inner = container.Writer()
       _write_flat(inner, flags, flags_best, None, version)
       writer.blob(inner.getvalue())
@@ -193,8 +223,11 @@ def read(reader, shape, what, active=True, version=container.VERSION):
   num_values = int(np.prod(shape))
   start = reader.pos
   head = reader.varint(coding.MAX_TABLE << 5)
-  if head == ACTIVE and active and num_values:
-    return _read_active(reader, shape, what, version), reader.data[start + 1:]
+  if (head == ACTIVE or head == ACTIVE_BASE and version >= 8) and active and num_values:
+    base = reader.sint() if head == ACTIVE_BASE else 0
+    if head == ACTIVE_BASE and not base:
+      raise ErpError(f'{what}: malformed code head {head} (base 0)')
+    return _read_active(reader, shape, what, version) + base, reader.data[start + 1:]
   k, escape, mode = head >> 5, head >> 4 & 1, head & 15
   binary = mode >= BINARIZED
   lo = 0 if binary else reader.sint()

@@ -104,10 +104,8 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   (batch statistics are then those of the whole batch, as on one device).
   """
   lmbda = float(config.rd.lmbda)
-  # A ramp keeps the first steps, when the rate term is hundreds of nats, from zeroing
-  # every latent before the task loss can say which ones matter.
-  warmup_steps = float(config.rd.get('lmbda_warmup_epochs', 0.0)) * num_train \
-      / config.train.batch_size
+  # rd.lmbda_warmup_epochs: a ramp, as at first the rate term is hundreds of nats.
+  warmup_steps = config.rd.get('lmbda_warmup_epochs', 0.0) * num_train / config.train.batch_size
   compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
   teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
   distill_weight = float(config.train.get('distill_weight', 0.0))

@@ -1,14 +1,15 @@
-"""Rewrites the committed format 3-6 files in the current format, in place, where that
+"""Rewrites the committed format 3-7 files in the current format, in place, where that
 leaves every decoded value bit-identical and the file no larger, and updates their
 result.json sizes.
 
 python experiments/upgrade_results.py [--root experiments/results]
 
-A format-7 file codes the same integer latents in fewer bytes (format 5:
+A format-8 file codes the same integer latents in fewer bytes (format 5:
 erp.latent_code's ACTIVE block, a 'dft' kernel's latents at its frequencies in
 use only; format 6: a 'dft' kernel's steps in one Rice-coded bit block, the
 Fashion-MNIST LeNet headers in the header dictionary; format 7: the binarized
-code and every stream cut to its shortest decodable length): the decoded model, hence
+code and every stream cut to its shortest decodable length; format 8: an ACTIVE block
+whose outside holds a value other than 0, ACTIVE_BASE): the decoded model, hence
 its val and test error, is unchanged; this checks that and refuses to touch a
 file whose decoded values would move. export.num_bytes, coded_latent_bits and
 the groups' coded_bits / payload_bytes / mode are then the new file's;
@@ -41,7 +42,7 @@ def upgrade_run(run_dir):
   with open(path, 'rb') as f:
     old = f.read()
   version = old[4]
-  if version not in (3, 4, 5, 6):
+  if version not in (3, 4, 5, 6, 7):
     return f'skipped: format {version}'
   new = file_lib.upgrade(old)
   if len(new) > len(old):

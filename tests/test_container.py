@@ -173,10 +173,10 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_7_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
+def test_a_format_8_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
   """9 bytes of framing; the header dictionaries are part of the format (a changed byte
   would change what every file means), and a LeNet header, of an MNIST or a Fashion-MNIST
-  run, deflates to a few bytes with format 6's (which format 7 keeps)."""
+  run, deflates to a few bytes with format 6's (which formats 7-8 keep)."""
   import hashlib
   from erp import codecs, header_dictionary
   assert hashlib.sha256(header_dictionary.HEADER_DICTIONARY).hexdigest()[:16] == \
@@ -186,9 +186,9 @@ def test_a_format_7_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinne
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 7 and sections == [(None, b'')]
+  assert version == 8 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x07' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  assert blob[:5] == container.MAGIC + b'\x08' and blob[5] == len(blob) - 11 and blob[-5] == 0
   inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY_6)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
