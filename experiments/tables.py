@@ -70,10 +70,13 @@ def augmented(c):
 
 
 def latent_lr(rd):
-  """' latent lr=…' where a run's latents' learning rate is not the default, else ''."""
+  """' latent lr=…' where a run's latents' learning rate is not the default, and
+  ' λ warm-up=N ep' where λ ramps up; else ''."""
   default = config_lib.base_config().rd.latent_lr
   lr = rd.get('latent_lr', default)
-  return '' if lr == default else f' latent lr={lr:g}'
+  warmup = rd.get('lmbda_warmup_epochs', 0)
+  return (('' if lr == default else f' latent lr={lr:g}')
+          + (f' λ warm-up={warmup:g} ep' if warmup else ''))
 
 
 def prior_setting(rd):
@@ -130,7 +133,8 @@ def config_but_seed(config, teacher_model=None, augmented_float_runs=None):
   """A run's config without its seed, keys it predates at their defaults (JSON): runs of
   one setting made by erp versions that added a key at its default still group. The float
   run a run starts or distills from counts by whether there is one, not by its path: the
-  float runs are deterministic (retrained in another workdir, the same val and test error);
+  float run's recipe is the setting (retrained on one machine it gives the same val and
+  test error, on another it may differ by float rounding: README);
   a teacher of another model (result.json's teacher_model) counts by its model, an
   augmented float run by its recipe (augmented_float_runs: {'init_from' or 'distill_from':
   recipe})."""
