@@ -130,9 +130,9 @@ def write(writer, values, table=None, active=True, version=container.VERSION):
   table: None (the writer picks the fewest bytes) or (lo, counts), a stored
   table to use, escape symbol last (e.g. the learned prior's, erp.codecs.epr).
   active=False: never ACTIVE (what an ACTIVE code holds). version: the format
-  whose code to write (before 7: no BINARIZED, untrimmed; for tests of old
-  files). Returns {'stream':
-  bytes after the head, 'mode': 0..7, TABLE or ACTIVE, 'num_symbols', 'escapes'}.
+  whose code to write (before 8: no ACTIVE_BASE; before 7: no BINARIZED, untrimmed; for
+  tests of old files). Returns {'stream': bytes after the head, 'mode': 0..7, TABLE,
+  BINARIZED + a or ACTIVE (with a base or not), 'num_symbols', 'escapes'}.
   """
   values = np.asarray(values, np.int64)
   flat = values.ravel(order='F')
