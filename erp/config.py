@@ -188,7 +188,8 @@ def validate(config):
   if not config.rd.enabled and lmbda != 0:
     raise ErpError(f'rd.lmbda={lmbda:g} is set but rd.enabled=False, which trains a float '
                    'model and writes no file: add --config.rd.enabled=True')
-  for key in ('rd.lmbda_warmup_epochs', 'optim.lr', 'rd.latent_lr', 'rd.decoder_lr', 'rd.prior_lr', 'optim.weight_decay'):
+  for key in ('rd.lmbda_warmup_epochs', 'optim.lr', 'rd.latent_lr', 'rd.decoder_lr',
+              'rd.prior_lr', 'optim.weight_decay'):
     _number(config, key)
   _number(config, 'train.num_steps')
   if not config.train.num_steps:

@@ -8,8 +8,8 @@ A format-8 file codes the same integer latents in fewer bytes (format 5:
 erp.latent_code's ACTIVE block, a 'dft' kernel's latents at its frequencies in
 use only; format 6: a 'dft' kernel's steps in one Rice-coded bit block, the
 Fashion-MNIST LeNet headers in the header dictionary; format 7: the binarized
-code and every stream cut to its shortest decodable length; format 8: an ACTIVE block
-whose outside holds a value other than 0, ACTIVE_BASE): the decoded model, hence
+code and every stream cut to its shortest decodable length; format 8: the ACTIVE code
+of a group's values minus their most frequent value, ACTIVE_BASE): the decoded model, hence
 its val and test error, is unchanged; this checks that and refuses to touch a
 file whose decoded values would move. export.num_bytes, coded_latent_bits and
 the groups' coded_bits / payload_bytes / mode are then the new file's;
