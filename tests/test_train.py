@@ -231,28 +231,36 @@ def test_a_run_can_be_sized_in_steps(tmp_path, data_dir):
   assert result['steps'] == 50 and result['test_error_pct'] < 50  # Chance: 90 %.
 
 
+def _steps(c, num_steps, batch=64):
+  """The metrics of num_steps train steps of config c from its initial state, on the
+  first num_steps batches of the training split, and the final state."""
+  from erp import data
+  model, ds, trainable, batch_stats = runs.setup(c)
+  tx = train.make_optimizer(c, 100, 100)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                           batch_stats=batch_stats, opt_state=tx.init(trainable),
+                           rng=jax.random.PRNGKey(0))
+  step = train.make_train_step(c, model, ds, tx, 50000)
+  images, labels = data.load_split(c.data, 'train')
+  history = []
+  for i in range(num_steps):
+    state, metrics = step(state, images[i * batch:(i + 1) * batch],
+                          labels[i * batch:(i + 1) * batch])
+    history.append(metrics)
+  return history, state
+
+
 def test_bfloat16_compute_trains_like_float32_and_keeps_the_state_float32(data_dir):
   """train.compute_dtype='bfloat16': forward and backward in bfloat16 (a GPU's fast path),
   the trainable state and batch statistics in float32; the first loss within bfloat16's
   precision of float32's, and the loss falls."""
-  from erp import data
   losses = {}
   for dtype in ('float32', 'bfloat16'):
     c = _config(data_dir, model='lenet5', enabled=True, lmbda=1.0)
     c.train.compute_dtype = dtype
-    model, ds, trainable, batch_stats = runs.setup(c)
-    tx = train.make_optimizer(c, 100, 100)
-    state = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32), trainable=trainable,
-                             batch_stats=batch_stats, opt_state=tx.init(trainable),
-                             rng=jax.random.PRNGKey(0))
-    step = train.make_train_step(c, model, ds, tx, 50000)
-    images, labels = data.load_split(c.data, 'train')
-    history = []
-    for i in range(30):
-      state, metrics = step(state, images[i * 64:(i + 1) * 64], labels[i * 64:(i + 1) * 64])
-      history.append(float(metrics['ce']))
+    history, state = _steps(c, 30)
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(state.trainable.latents))
-    losses[dtype] = history
+    losses[dtype] = [float(m['ce']) for m in history]
   assert abs(losses['bfloat16'][0] - losses['float32'][0]) < 0.03 * losses['float32'][0]
   assert np.mean(losses['bfloat16'][-5:]) < 0.5 * losses['bfloat16'][0]
   c = _config(data_dir)
@@ -264,20 +272,9 @@ def test_bfloat16_compute_trains_like_float32_and_keeps_the_state_float32(data_d
 def test_lmbda_warmup_ramps_the_rate_weight_then_holds_it(data_dir):
   """rd.lmbda_warmup_epochs: step s (from 0) weighs the bits by lmbda * min(1, (s + 1) / W),
   W the warm-up in steps; a negative or NaN warm-up is refused."""
-  from erp import data
   c = _config(data_dir, enabled=True, lmbda=2.0, lmbda_warmup_epochs=4 * 64 / 50000)
   c.train.batch_size = 64  # W = 4 steps.
-  model, ds, trainable, batch_stats = runs.setup(c)
-  tx = train.make_optimizer(c, 100, 100)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                           batch_stats=batch_stats, opt_state=tx.init(trainable),
-                           rng=jax.random.PRNGKey(0))
-  step = train.make_train_step(c, model, ds, tx, 50000)
-  images, labels = data.load_split(c.data, 'train')
-  weights = []
-  for i in range(6):
-    state, m = step(state, images[i * 64:(i + 1) * 64], labels[i * 64:(i + 1) * 64])
-    weights.append(float((m['loss'] - m['ce']) * 50000 / m['bits']))
+  weights = [float((m['loss'] - m['ce']) * 50000 / m['bits']) for m in _steps(c, 6)[0]]
   np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 2.0, 2.0, 2.0], rtol=1e-4)
   for bad in (-1.0, float('nan')):
     c.rd.lmbda_warmup_epochs = bad
