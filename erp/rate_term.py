@@ -87,9 +87,13 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     file stores which slices along each axis hold a nonzero and codes the
     block they cut out, erp.latent_code; the zeros outside cost nothing), plus
     the masks' bits (active_block); views {group: shape} gives the axes the
-    code sees (coded_view). 'rounded' priced those outside zeros too: on a
-    LeNet5 file at 1.5 KB, fc1's 390k of them cost ~410 bits of the 450 by
-    which the priors' estimate exceeded the code.
+    code sees (coded_view). A group of >= 2 axes is priced less its most
+    frequent value (modes), as format 8's ACTIVE_BASE code: its latents'
+    gradient is that of latents - base, and the priors fit the block of
+    round(latents) - base (LeNet5 fc2 kernels drift to -1: pricing the zeros'
+    block, est / coded was 1.14-1.19 on them). 'rounded' priced the zeros
+    outside the block too: on a LeNet5 file at 1.5 KB, fc1's 390k of them
+    cost ~410 bits of the 450 by which the priors' estimate exceeded the code.
   * 'noisy' (as the paper, after Balle et al. 2018): the value and the priors'
     fit are the bits at the same latents + noise, i.e. the unrounded latents'
     histogram blurred by one bin; the priors' gradient is estimated without bias
@@ -125,12 +129,16 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   # that pass's table gathers keep XLA:CPU from vectorizing it (LeNet-300-100's 235k
   # latents, one thread: 0.32 ms with the hash inside, 0.23 ms with it outside).
   noise = materialize.materialized(uniform_noise(seeds[0], (int(offsets[-1]),)), 0)
+  # 'active' prices each group as its ACTIVE code does, less its most frequent value.
+  bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active' else None
   noisy = {n: latents[n] + noise[offsets[i]:offsets[i + 1]].reshape(latents[n].shape)
            for i, n in enumerate(names)}
+  if bases is not None:
+    noisy = {n: noisy[n] - bases[i] for i, n in enumerate(names)}
   params = {n: prior_params[n] if fit == 'noisy' else jax.lax.stop_gradient(prior_params[n])
             for n in names}
   fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
-                           views if fit == 'active' else None)
+                           views if fit == 'active' else None, bases)
               if fit != 'noisy' else None)
   out = {}
   if batched:
@@ -173,7 +181,28 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   return out
 
 
-def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None):
+def modes(latents, names, views, seeds=None, samples=0):
+  """[len(names)] float32: each group's most frequent rounded latent (ties go to 0) if its
+  view has >= 2 axes, the base erp.latent_code's ACTIVE_BASE subtracts; else 0. Counted on
+  the elements rounded_bits counts (sample_indices, same seeds): one histogram for all."""
+  half = FIT_HALF_WIDTH
+  indices = []
+  for i, n in enumerate(names):
+    if len(views[n]) < 2:
+      continue
+    values = jax.lax.stop_gradient(latents[n]).ravel()
+    if seeds is not None and samples and values.size > samples:
+      values = values[sample_indices(seeds[i], samples, values.size)]
+    indices.append(jnp.clip(jnp.round(values).astype(jnp.int32) + half, 0, 2 * half - 1)
+                   + i * 2 * half)
+  if not indices:
+    return jnp.zeros(len(names), jnp.float32)
+  hists = jnp.bincount(jnp.concatenate(indices), length=len(names) * 2 * half)
+  hists = hists.reshape(len(names), 2 * half).astype(jnp.float32).at[:, half].add(0.5)
+  return (jnp.argmax(hists, -1) - half).astype(jnp.float32)
+
+
+def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None, bases=None):
   """[len(names)] bits of round(latents) under each group's prior, from histograms over
   [-FIT_HALF_WIDTH, FIT_HALF_WIDTH) (values beyond count at the edges); gradient to the
   priors only. With seeds (uint32 [len(names), 2]) and samples > 0, a group larger than
@@ -187,11 +216,14 @@ def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None
   One histogram counts every group (each group's bins offset by its index):
   per-group draws and scatters were ~60 of the step's XLA ops.
   With views ({group: shape}, fit='active'), each group counts the elements of
-  its ACTIVE block only, and adds the masks' bits (active_block)."""
+  its ACTIVE block only, and adds the masks' bits (active_block); with bases
+  ([len(names)], modes), of round(latents) - base."""
   half = FIT_HALF_WIDTH
   indices, inside, mask_bits = [], [], []
   for i, n in enumerate(names):
     values = jax.lax.stop_gradient(latents[n]).ravel()
+    if bases is not None:
+      values = values - bases[i]
     block, bits = (active_block(values, views[n]) if views is not None
                    else (jnp.ones(values.shape, jnp.float32), 0.0))
     weight = 1.0

@@ -353,3 +353,44 @@ def test_active_fit_prices_the_block_and_masks_and_matches_the_reported_estimate
       jax.tree.leaves(g_active.priors), jax.tree.leaves(g_rounded.priors)))
   with pytest.raises(ValueError, match='coded view'):
     rate_term.training_bits(state.latents, state.priors, key, 0, 0, 'active')
+
+
+def test_active_fit_prices_a_drifted_kernel_less_its_most_frequent_value():
+  """Format 8 codes a kernel whose rows drifted to one value (LeNet5 fc2's -1) as its ACTIVE
+  code of values - base (erp.latent_code); fit='active' prices it so: a kernel shifted by a
+  whole number costs what it did, value and every gradient, in training and in the
+  reported estimate; a vector (one axis, coded whole) is priced as it is."""
+  from erp import export
+  from erp import state as state_lib
+  rng = np.random.default_rng(11)
+  params = {'dense': {'kernel': jnp.asarray(rng.normal(size=(60, 10)), jnp.float32),
+                      'bias': jnp.asarray(rng.normal(size=10), jnp.float32)}}
+  state = state_lib.reparameterize(params)
+  state = state.replace(latents={
+      k: jnp.asarray(_sparse(rng, v.shape, min(25, v.size // 3)), jnp.float32) + 0.2
+      for k, v in state.latents.items()})
+  shifted = state.replace(latents={k: v - 1.0 if v.ndim == 2 else v + 3.0
+                                   for k, v in state.latents.items()})
+  kernel = [k for k in state.latents if k.endswith('kernel')][0]
+  bias = [k for k in state.latents if k.endswith('bias')][0]
+  views = {kernel: (60, 10), bias: (10,)}
+  np.testing.assert_array_equal(np.asarray(rate_term.modes(shifted.latents, [bias, kernel], views)),
+                                [0, -1])
+  key = jax.random.PRNGKey(5)
+  value = lambda s: state_lib.rate(s, key, per_group=True, prior_samples=64, prior_fit='active')
+  before, after = value(state), value(shifted)
+  np.testing.assert_allclose(float(after[kernel]), float(before[kernel]), rtol=1e-5)
+  np.testing.assert_allclose(float(after[bias]), priors.integer_bits(
+      shifted.priors[bias], np.round(np.asarray(shifted.latents[bias]))), rtol=1e-5)
+  reported = export.rate_summary(shifted, prior_fit='active')['group_bits']
+  np.testing.assert_allclose(reported[kernel],
+                             export.rate_summary(state, prior_fit='active')['group_bits'][kernel],
+                             rtol=1e-5)
+  grad = lambda s: jax.grad(lambda s: value(s)[kernel])(s)
+  g_before, g_after = grad(state), grad(shifted)
+  np.testing.assert_allclose(np.asarray(g_after.latents[kernel]),
+                             np.asarray(g_before.latents[kernel]), rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_after.priors[kernel]), jax.tree.leaves(g_before.priors[kernel])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  ties = {'t': jnp.asarray([[0.0, 1.0], [1.0, 0.0]])}
+  assert float(rate_term.modes(ties, ['t'], {'t': (2, 2)})[0]) == 0
