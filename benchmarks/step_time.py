@@ -80,7 +80,7 @@ def main():
                  help='rd.rate_table_points of the EPR step (0: density evaluated per latent)')
   p.add_argument('--lmbda', type=float, default=1.0, help='rd.lmbda of the EPR step')
   p.add_argument('--prior_fit', default=config_lib.base_config().rd.prior_fit,
-                 help="rd.prior_fit of the EPR step ('rounded', 'active', 'noisy')")
+                 help='rd.prior_fit of the EPR step (erp.rate_term.FITS)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')

@@ -69,7 +69,8 @@ def base_config():
   c.rd.decoder_lr = 1e-3
   c.rd.prior_lr = 1e-2  # Constant (no schedule): the priors must track the latents.
   c.rd.prior_fit = 'rounded'  # Priors fit to 'rounded' latents (the file's), their 'active'
-  # blocks only (the zeros the file's ACTIVE code skips are free), or 'noisy' ones.
+  # blocks only (the zeros the file's ACTIVE code skips are free), those blocks less each
+  # kernel's most frequent value ('active_base', as format 8 codes), or 'noisy' ones.
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,

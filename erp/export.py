@@ -58,7 +58,8 @@ def metadata(config, method):
 def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
   """Estimated bits per group at the rounded latents, total bytes, zero fraction; with
   prior_fit='active', of each group's ACTIVE block and masks (erp.rate_term.active_block),
-  less its most frequent value (erp.rate_term.modes), the bits training priced."""
+  with 'active_base' less its most frequent value (erp.rate_term.modes): what training
+  priced."""
   bits = {k: _group_bits(trainable, k, prior_fit) for k in trainable.latents}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
                     for v in trainable.floats.values())
@@ -76,10 +77,10 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
 
 def _group_bits(trainable, group, prior_fit):
   latent = np.round(np.asarray(trainable.latents[group], np.float32))
-  if prior_fit != 'active':
+  if prior_fit not in ('active', 'active_base'):
     return priors.integer_bits(trainable.priors[group], latent)
   view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
-  if len(view) >= 2:  # Less the most frequent value (ties to 0), as in training.
+  if prior_fit == 'active_base' and len(view) >= 2:  # Less the mode (ties to 0).
     values, counts = np.unique(latent, return_counts=True)
     latent = latent - values[np.argmax(counts + 0.5 * (values == 0))]
   block, mask_bits = rate_term.active_block(latent.ravel(), view)

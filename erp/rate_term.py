@@ -65,7 +65,7 @@ def _stack(trees):
 _batched_bits = jax.vmap(bits_of)
 
 
-FITS = ('rounded', 'noisy', 'active')
+FITS = ('rounded', 'noisy', 'active', 'active_base')
 FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a histogram.
 
 
@@ -87,13 +87,14 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     file stores which slices along each axis hold a nonzero and codes the
     block they cut out, erp.latent_code; the zeros outside cost nothing), plus
     the masks' bits (active_block); views {group: shape} gives the axes the
-    code sees (coded_view). A group of >= 2 axes is priced less its most
-    frequent value (modes), as format 8's ACTIVE_BASE code: its latents'
-    gradient is that of latents - base, and the priors fit the block of
-    round(latents) - base (LeNet5 fc2 kernels drift to -1: pricing the zeros'
-    block, est / coded was 1.14-1.19 on them). 'rounded' priced the zeros
+    code sees (coded_view). 'rounded' priced the zeros
     outside the block too: on a LeNet5 file at 1.5 KB, fc1's 390k of them
     cost ~410 bits of the 450 by which the priors' estimate exceeded the code.
+  * 'active_base': as 'active', a group of >= 2 axes less its most frequent
+    value (modes), as format 8's ACTIVE_BASE code: its latents' gradient is
+    that of latents - base, and the priors fit the block of round(latents) -
+    base (LeNet5 fc2 kernels drift to -1: with 'active', est / coded was
+    1.14-1.19 on them).
   * 'noisy' (as the paper, after Balle et al. 2018): the value and the priors'
     fit are the bits at the same latents + noise, i.e. the unrounded latents'
     histogram blurred by one bin; the priors' gradient is estimated without bias
@@ -111,8 +112,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
-  if fit == 'active' and views is None:
-    raise ValueError("prior fit 'active' needs each group's coded view (views)")
+  active = fit in ('active', 'active_base')
+  if active and views is None:
+    raise ValueError(f"prior fit {fit!r} needs each group's coded view (views)")
   names = sorted(latents)
   if not names:
     return {}
@@ -129,8 +131,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   # that pass's table gathers keep XLA:CPU from vectorizing it (LeNet-300-100's 235k
   # latents, one thread: 0.32 ms with the hash inside, 0.23 ms with it outside).
   noise = materialize.materialized(uniform_noise(seeds[0], (int(offsets[-1]),)), 0)
-  # 'active' prices each group as its ACTIVE code does, less its most frequent value.
-  bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active' else None
+  bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active_base' else None
   noisy = {n: latents[n] + noise[offsets[i]:offsets[i + 1]].reshape(latents[n].shape)
            for i, n in enumerate(names)}
   if bases is not None:
@@ -138,7 +139,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   params = {n: prior_params[n] if fit == 'noisy' else jax.lax.stop_gradient(prior_params[n])
             for n in names}
   fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
-                           views if fit == 'active' else None, bases)
+                           views if active else None, bases)
               if fit != 'noisy' else None)
   out = {}
   if batched:

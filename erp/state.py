@@ -127,7 +127,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   table_points trade exactness of large groups' gradients for speed, 0: exact;
   prior_fit: 'rounded' fits the priors to the rounded latents the file codes
   and values their bits, 'active' to those of each group's ACTIVE block, the
-  zeros outside it free as in the file, 'noisy' the noisy ones as in the paper).
+  zeros outside it free as in the file, 'active_base' that block less each kernel's most
+  frequent value as format 8 codes it, 'noisy' the noisy ones as in the paper).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Returns the total, or {path: bits} with per_group=True.
   """
