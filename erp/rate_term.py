@@ -87,9 +87,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     file stores which slices along each axis hold a nonzero and codes the
     block they cut out, erp.latent_code; the zeros outside cost nothing), plus
     the masks' bits (active_block); views {group: shape} gives the axes the
-    code sees (coded_view). 'rounded' priced the zeros
-    outside the block too: on a LeNet5 file at 1.5 KB, fc1's 390k of them
-    cost ~410 bits of the 450 by which the priors' estimate exceeded the code.
+    code sees (coded_view). 'rounded' priced those outside zeros too: on a
+    LeNet5 file at 1.5 KB, fc1's 390k of them cost ~410 bits of the 450 by
+    which the priors' estimate exceeded the code.
   * 'active_base': as 'active', a group of >= 2 axes less its most frequent
     value (modes), as format 8's ACTIVE_BASE code: its latents' gradient is
     that of latents - base, and the priors fit the block of round(latents) -
