@@ -77,7 +77,7 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
 
 def _group_bits(trainable, group, prior_fit):
   latent = np.round(np.asarray(trainable.latents[group], np.float32))
-  if prior_fit not in ('active', 'active_base'):
+  if prior_fit not in rate_term.ACTIVE_FITS:
     return priors.integer_bits(trainable.priors[group], latent)
   view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
   if prior_fit == 'active_base' and len(view) >= 2:  # Less the mode (ties to 0).

@@ -66,6 +66,7 @@ _batched_bits = jax.vmap(bits_of)
 
 
 FITS = ('rounded', 'noisy', 'active', 'active_base')
+ACTIVE_FITS = ('active', 'active_base')  # The fits that price each group's ACTIVE block.
 FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a histogram.
 
 
@@ -112,7 +113,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
-  active = fit in ('active', 'active_base')
+  active = fit in ACTIVE_FITS
   if active and views is None:
     raise ValueError(f"prior fit {fit!r} needs each group's coded view (views)")
   names = sorted(latents)
