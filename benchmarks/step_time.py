@@ -2,7 +2,7 @@
 
 python benchmarks/step_time.py [--model lenet5] [--dataset mnist] [--width 1]
     [--rounds 15] [--block 20] [--rate_table_points N] [--lmbda L] [--prior_fit FIT]
-    [--out FILE.json]
+    [--latent_gradient noisy|interpolated] [--out FILE.json]
 
 CIFAR shapes without CIFAR-10: write a synthetic one in the original format
 (benchmarks/synthetic_cifar10.py --out DIR) and run with ERP_DATA_DIR=DIR.
@@ -81,6 +81,8 @@ def main():
   p.add_argument('--lmbda', type=float, default=1.0, help='rd.lmbda of the EPR step')
   p.add_argument('--prior_fit', default=config_lib.base_config().rd.prior_fit,
                  help='rd.prior_fit of the EPR step (erp.rate_term.FITS)')
+  p.add_argument('--latent_gradient', default=config_lib.base_config().rd.latent_gradient,
+                 help='rd.latent_gradient of the EPR step (erp.rate_term.LATENT_GRADIENTS)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
@@ -94,13 +96,14 @@ def main():
     config.rd.lmbda = args.lmbda if enabled else 0.0
     config.rd.rate_table_points = args.rate_table_points
     config.rd.prior_fit = args.prior_fit
+    config.rd.latent_gradient = args.latent_gradient
     steppers['epr' if enabled else 'float'] = Stepper(config, images, labels, args.block)
   times = alternate(steppers, args.rounds)
   ratios = np.array(times['epr']) / np.array(times['float'])
   record = {'model': args.model, 'width': args.width, 'dataset': args.dataset,
             'batch_size': args.batch_size,
             'rate_table_points': args.rate_table_points, 'lmbda': args.lmbda,
-            'prior_fit': args.prior_fit,
+            'prior_fit': args.prior_fit, 'latent_gradient': args.latent_gradient,
             'rounds': args.rounds,
             'steps_per_block': args.block,
             'float_step_ms': 1000 * float(np.median(times['float'])),

@@ -11,6 +11,7 @@ import math
 import ml_collections
 
 from erp import rate_table
+from erp import rate_term
 from erp.errors import ErpError
 
 
@@ -71,6 +72,8 @@ def base_config():
   c.rd.prior_fit = 'rounded'  # Priors fit to 'rounded' latents (the file's), their 'active'
   # blocks only (the zeros the file's ACTIVE code skips are free), those blocks less each
   # kernel's most frequent value ('active_base', as format 8 codes), or 'noisy' ones.
+  c.rd.latent_gradient = 'noisy'  # The latents' rate gradient: at latents + U(-1/2, 1/2)
+  # (EPR sec. 2.2), or 'interpolated' (erp.rate_term.training_bits; fits but 'noisy').
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
@@ -207,6 +210,13 @@ def validate(config):
   if not _number(config, 'train.distill_temperature') > 0:
     raise ErpError('train.distill_temperature must be > 0')
   _number(config, 'rd.prior_samples')
+  fit, gradient = config.rd.prior_fit, config.rd.get('latent_gradient', 'noisy')
+  if fit not in rate_term.FITS:
+    raise ErpError(f'rd.prior_fit must be one of {rate_term.FITS}, got {fit!r}')
+  if gradient not in rate_term.LATENT_GRADIENTS or (gradient != 'noisy' and fit == 'noisy'):
+    raise ErpError(f'rd.latent_gradient must be one of {rate_term.LATENT_GRADIENTS} '
+                   f"('interpolated' with rd.prior_fit other than 'noisy'), got {gradient!r} "
+                   f'with rd.prior_fit={fit!r}')
   if _number(config, 'rd.rate_table_points'):
     rate_table.mantissa_bits(config.rd.rate_table_points)  # Refuses too small a table.
   if config.train.distill_weight and not config.train.distill_from:

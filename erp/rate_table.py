@@ -136,3 +136,40 @@ def tabulated_bits(params, x, max_points):
   """
   table = jax.lax.stop_gradient(bits_of(params, points(mantissa_bits(max_points))))
   return interpolate(segments(table), x)
+
+
+def integer_slopes(grid_bits):
+  """[..., n - 2, 2]: at each inner integer k of the bits b at n consecutive integers
+  [..., n], b_k - b_(k-1) and b_(k+1) - 2 b_k + b_(k-1), side by side (one gather reads
+  both) and written once (otherwise XLA recomputes them at every latent)."""
+  first = grid_bits[..., 1:-1] - grid_bits[..., :-2]
+  curvature = grid_bits[..., 2:] - 2 * grid_bits[..., 1:-1] + grid_bits[..., :-2]
+  return materialize.materialized(jnp.stack([first, curvature], -1), 0)
+
+
+def _expected_slope(slopes, x):
+  """d/dx E L(x + u), u ~ U(-1/2, 1/2), L the bits interpolated linearly between the
+  integers -H .. H - 1 (slopes: their integer_slopes): L(x + 1/2) - L(x - 1/2), which for
+  k = round(x) is b_k - b_(k-1) + (x - k + 1/2) (b_(k+1) - 2 b_k + b_(k-1)); past the grid,
+  its outermost lines continue."""
+  half = (slopes.shape[0] + 2) // 2
+  shifted = x + np.float32(half)  # k + half, rounded by the float adder (2**23 + shifted).
+  k = jax.lax.bitcast_convert_type(shifted + np.float32(2.0**23), jnp.int32) - np.int32(0x4B000000)
+  k = jnp.clip(k, 1, 2 * half - 2)
+  offset = jnp.clip(shifted - k.astype(jnp.float32) + np.float32(0.5), 0.0, 1.0)
+  pair = slopes.at[k - 1].get(mode='promise_in_bounds')
+  return pair[..., 0] + offset * pair[..., 1]
+
+
+@jax.custom_jvp
+def expected_slope_only(slopes, x):
+  """0, with the gradient of sum(E L(x + u)) over x (_expected_slope): the latents' part of
+  the rate with rd.latent_gradient='interpolated'; slopes are frozen."""
+  return jnp.zeros((), x.dtype)
+
+
+@expected_slope_only.defjvp
+def _expected_slope_only_jvp(primals, tangents):
+  slopes, x = primals
+  slope = materialize.materialized(_expected_slope(slopes, x))  # As slope_only's.
+  return jnp.zeros((), x.dtype), (slope * tangents[1]).sum()

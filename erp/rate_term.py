@@ -67,16 +67,19 @@ _batched_bits = jax.vmap(bits_of)
 
 FITS = ('rounded', 'noisy', 'active', 'active_base')
 ACTIVE_FITS = ('active', 'active_base')  # The fits that price each group's ACTIVE block.
+LATENT_GRADIENTS = ('noisy', 'interpolated')
 FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a histogram.
 
 
 def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
-                  views=None):
+                  views=None, latent_gradient='noisy'):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
-  sec. 2.2), every element. fit says what the priors' gradient fits, and so
-  what the value is:
+  sec. 2.2), every element; latent_gradient='interpolated' (fits but 'noisy'):
+  its mean over the noise, of the bits of the integers the fit prices joined by
+  lines (rate_table.expected_slope_only; no noise, no tables). fit says what the
+  priors' gradient fits, and so what the value is:
   * 'rounded': the bits of round(latents), the integers the file codes, so the
     priors price the file, not a blurred proxy of it; the value is those bits
     too. Computed from each group's histogram over [-FIT_HALF_WIDTH,
@@ -116,6 +119,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   active = fit in ACTIVE_FITS
   if active and views is None:
     raise ValueError(f"prior fit {fit!r} needs each group's coded view (views)")
+  if latent_gradient not in LATENT_GRADIENTS or (latent_gradient != 'noisy' and fit == 'noisy'):
+    raise ValueError(f'latent gradient {latent_gradient!r} with prior fit {fit!r}')
   names = sorted(latents)
   if not names:
     return {}
@@ -123,16 +128,23 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   seeds = jax.random.bits(rng, (len(names) + 1, 2), jnp.uint32)
   sizes = [latents[n].size for n in names]
   offsets = np.cumsum([0] + sizes)
+  bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active_base' else None
+  if latent_gradient == 'interpolated':
+    fit_bits, grid = rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
+                                  views if active else None, bases, return_grid=True)
+    # Dependent on the fit's bits for the order of reads explained at `tables` below.
+    slopes = rate_table.integer_slopes(
+        jax.lax.stop_gradient(grid) + 0.0 * jax.lax.stop_gradient(fit_bits.sum()))
+    return {n: fit_bits[i] + rate_table.expected_slope_only(
+        slopes[i], latents[n] if bases is None else latents[n] - bases[i])
+            for i, n in enumerate(names)}
   large = [n for n in names if prior_samples and latents[n].size > prior_samples]
   tabled = [n for n in names if table_points and (fit != 'noisy' or n in large)]
   batched = [n for n in names if n not in tabled and n not in large]
-  # One draw for all groups, computed once in its own pass (erp.materialize): XLA would
-  # fuse the hash into each consumer and recompute it there, and even in the slope's
-  # pass, its only consumer with fit='rounded', it costs more than a pass of its own:
-  # that pass's table gathers keep XLA:CPU from vectorizing it (LeNet-300-100's 235k
+  # One draw for all groups, in its own pass (erp.materialize): inside the slope's, whose
+  # gathers keep XLA:CPU from vectorizing, the hash cost more (LeNet-300-100's 235k
   # latents, one thread: 0.32 ms with the hash inside, 0.23 ms with it outside).
   noise = materialize.materialized(uniform_noise(seeds[0], (int(offsets[-1]),)), 0)
-  bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active_base' else None
   noisy = {n: latents[n] + noise[offsets[i]:offsets[i + 1]].reshape(latents[n].shape)
            for i, n in enumerate(names)}
   if bases is not None:
@@ -157,9 +169,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     tables = _batched_bits(frozen, jnp.broadcast_to(points, (len(tabled),) + points.shape))
     if fit_bits is not None:
       # A data dependence (adding 0): the fit's reads of the latents come before their
-      # gradient, so before the optimizer's in-place update of them. Otherwise XLA:CPU
-      # may schedule the reads after it and copy every latent first (0.4 ms a step on
-      # LeNet-300-100's 235k, 2-core CPU).
+      # gradient, so before the optimizer's in-place update of them; else XLA:CPU may
+      # copy every latent first (0.4 ms a step on LeNet-300-100's 235k, 2-core CPU).
       tables = tables + 0.0 * jax.lax.stop_gradient(fit_bits.sum())
     inner, change = rate_table.segments(tables)
     for i, n in enumerate(tabled):
@@ -204,22 +215,22 @@ def modes(latents, names, views, seeds=None, samples=0):
   return (jnp.argmax(hists, -1) - half).astype(jnp.float32)
 
 
-def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None, bases=None):
+def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None, bases=None,
+                 return_grid=False):
   """[len(names)] bits of round(latents) under each group's prior, from histograms over
   [-FIT_HALF_WIDTH, FIT_HALF_WIDTH) (values beyond count at the edges); gradient to the
   priors only. With seeds (uint32 [len(names), 2]) and samples > 0, a group larger than
   samples is counted on that many elements (sample_indices) and scaled: an
-  unbiased histogram at a fraction of the scatter's cost (235k latents: ~0.3 ms on a
-  2-core CPU). rd.prior_samples=4096 fits as well as every latent: a prior fitted
-  for 6000 steps to a trained LeNet-300-100 file's first layer (235k latents, 99 %
-  zeros) priced it at 1.0421x its histogram's bits, against 1.0420 counting them all,
-  and 3 training runs matched those at 16384 (experiments/results, `_fast3_`); the
-  scatter of LeNet-300-100's 9.6k sampled values costs ~0.09 ms less than of 34k.
-  One histogram counts every group (each group's bins offset by its index):
-  per-group draws and scatters were ~60 of the step's XLA ops.
+  unbiased histogram at a fraction of the scatter's cost. rd.prior_samples=4096 fits
+  as well as every latent: a prior fitted for 6000 steps to a trained LeNet-300-100
+  file's first layer (235k latents, 99 % zeros) priced it at 1.0421x its histogram's
+  bits, against 1.0420 counting them all, and 3 training runs matched those at 16384
+  (experiments/results, `_fast3_`). One histogram counts every group (each group's
+  bins offset by its index): per-group scatters were ~60 of the step's XLA ops.
   With views ({group: shape}, fit='active'), each group counts the elements of
   its ACTIVE block only, and adds the masks' bits (active_block); with bases
-  ([len(names)], modes), of round(latents) - base."""
+  ([len(names)], modes), of round(latents) - base. return_grid: also the bits of the
+  integers [len(names), 2 * FIT_HALF_WIDTH]."""
   half = FIT_HALF_WIDTH
   indices, inside, mask_bits = [], [], []
   for i, n in enumerate(names):
@@ -241,7 +252,8 @@ def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None
                        length=len(names) * 2 * half).reshape(len(names), 2 * half)
   bits = jax.vmap(lambda p: priors.integer_grid_bits(p, -half, 2 * half))(
       _stack([prior_params[n] for n in names]))
-  return (bits * hists).sum(-1) + jnp.stack([jnp.float32(b) for b in mask_bits])
+  total = (bits * hists).sum(-1) + jnp.stack([jnp.float32(b) for b in mask_bits])
+  return (total, bits) if return_grid else total
 
 
 def coded_view(kind, shape):

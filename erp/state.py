@@ -119,7 +119,7 @@ def decode(state, quantize=True, exact=False):
 
 
 def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2048,
-         prior_fit='rounded'):
+         prior_fit='rounded', latent_gradient='noisy'):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
   With rng: the training-time rate, differentiable to latents (at latents +
@@ -128,7 +128,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   prior_fit: 'rounded' fits the priors to the rounded latents the file codes
   and values their bits, 'active' to those of each group's ACTIVE block, the
   zeros outside it free as in the file, 'active_base' that block less each kernel's most
-  frequent value as format 8 codes it, 'noisy' the noisy ones as in the paper).
+  frequent value as format 8 codes it, 'noisy' the noisy ones as in the paper;
+  latent_gradient: 'noisy' or 'interpolated', the latents' rate gradient).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Returns the total, or {path: bits} with per_group=True.
   """
@@ -139,7 +140,7 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
     views = {path: rate_term.coded_view(kind, state.latents[path].shape)
              for path, kind in state.kinds if kind != 'float'}
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
-                                   prior_fit, views)
+                                   prior_fit, views, latent_gradient)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)

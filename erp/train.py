@@ -95,17 +95,17 @@ def replicate(tree, mesh):
 def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   """jit(state, uint8 images [batch, h, w, c], labels [batch]) -> (state, metrics).
 
-  One step per call: on XLA:CPU a lax.scan over steps runs convolutions about
-  10x slower (measured on LeNet5, 2 cores), and dispatch is asynchronous anyway.
-  param_transform (params -> params) lets a baseline train through a mask or
-  a quantizer (erp.baselines.prune). The batch comes split over the devices of
-  the mesh (pipeline.to_device) and the state replicated: XLA partitions the step and
-  sums the gradients across devices, so one code path serves 1 or N devices
-  (batch statistics are then those of the whole batch, as on one device).
+  One step per call: on XLA:CPU a lax.scan over steps runs convolutions ~10x slower
+  (LeNet5, 2 cores), and dispatch is asynchronous anyway. param_transform (params ->
+  params) lets a baseline train through a mask or a quantizer (erp.baselines.prune).
+  The batch comes split over the devices of the mesh (pipeline.to_device) and the state
+  replicated: XLA partitions the step and sums the gradients across devices, so one
+  code path serves 1 or N devices (batch statistics are those of the whole batch).
   """
-  lmbda = float(config.rd.lmbda)
+  rd = config.rd
+  lmbda = float(rd.lmbda)
   # rd.lmbda_warmup_epochs: a ramp, as at first the rate term is hundreds of nats.
-  warmup_steps = config.rd.get('lmbda_warmup_epochs', 0.0) * num_train / config.train.batch_size
+  warmup_steps = rd.get('lmbda_warmup_epochs', 0.0) * num_train / config.train.batch_size
   compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
   teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
   distill_weight = float(config.train.get('distill_weight', 0.0))
@@ -125,9 +125,9 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, old_stats)
     logits = logits.astype(jnp.float32)
     task, ce = distill.task_loss(logits, labels, teacher_logits, distill_weight, temperature)
-    total_bits = state_lib.rate(trainable, k_noise, prior_samples=config.rd.prior_samples,
-                                table_points=config.rd.rate_table_points,
-                                prior_fit=config.rd.prior_fit)
+    total_bits = state_lib.rate(trainable, k_noise, prior_samples=rd.prior_samples,
+                                table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
+                                latent_gradient=rd.latent_gradient)
     loss = task + lmbda_now * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},

@@ -80,11 +80,14 @@ def latent_lr(rd):
 
 
 def prior_setting(rd):
-  """' fit=…' / ' filters=…' where a run's priors are not fitted or shaped as by default."""
+  """' fit=…' / ' filters=…' / ' gradient=…' where a run's priors are not fitted or shaped,
+  or its latents' rate gradient not taken, as by default."""
   base = config_lib.base_config().rd
   fit = rd.get('prior_fit', base.prior_fit)
   filters = tuple(rd.get('prior_filters', base.prior_filters))
+  gradient = rd.get('latent_gradient', base.latent_gradient)
   return ((f' fit={fit}' if fit != base.prior_fit else '')
+          + (f' gradient={gradient}' if gradient != base.latent_gradient else '')
           + (f' filters={",".join(map(str, filters))}' if filters != tuple(base.prior_filters)
              else ''))
 

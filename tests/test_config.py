@@ -84,6 +84,10 @@ def test_every_config_is_locked(name):
     ({'train.distill_temperature': 0.0}, 'train.distill_temperature must be > 0'),
     ({'rd.rate_table_points': 10}, 'a rate table needs at least 33 points'),
     ({'rd.prior_samples': -1}, 'rd.prior_samples must be'),
+    ({'rd.prior_fit': 'exact'}, 'rd.prior_fit must be one of'),
+    ({'rd.latent_gradient': 'exact'}, 'rd.latent_gradient must be one of'),
+    ({'rd.prior_fit': 'noisy', 'rd.latent_gradient': 'interpolated'},
+     "'interpolated' with rd.prior_fit other than 'noisy'"),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):
   from erp.config import validate
@@ -98,4 +102,5 @@ def test_settings_that_would_train_something_else_are_refused(overrides, message
   c.data.threads, c.data.workers = 2, 0
   c.train.distill_weight, c.train.distill_temperature = 0.0, 1.0
   c.rd.rate_table_points, c.rd.prior_samples = 4096, 16384
+  c.rd.prior_fit, c.rd.latent_gradient = 'active_base', 'interpolated'
   validate(c)

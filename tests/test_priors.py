@@ -398,3 +398,47 @@ def test_active_fit_prices_a_drifted_kernel_less_its_most_frequent_value():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   ties = {'t': jnp.asarray([[0.0, 1.0], [1.0, 0.0]])}
   assert float(rate_term.modes(ties, ['t'], {'t': (2, 2)})[0]) == 0
+
+
+@pytest.mark.parametrize('fit', ['rounded', 'active_base'])
+def test_interpolated_latent_gradient_is_the_noise_averaged_slope_of_the_integers_bits(fit):
+  """rd.latent_gradient='interpolated': the latents' rate gradient is d/dx E L(x + u), u ~
+  U(-1/2, 1/2), L the bits of the integers (under each prior) joined by straight lines,
+  at x = latents (less the base that 'active_base' takes off a kernel), checked against a
+  quadrature of that expectation, also at integers, half-integers and past the grid's
+  edge; no noise in it; the value and the priors' gradient are the fit's, as with 'noisy'."""
+  rng = np.random.default_rng(21)
+  x = np.concatenate([rng.normal(0.0, 3.0, 480), np.arange(-6, 7), np.arange(-6, 6) + 0.5,
+                      [-140.3, 131.7, 126.9]]).astype(np.float32)
+  latents = {'kernel': jnp.asarray(x.reshape(-1, 1) * np.ones((1, 2), np.float32)) - 2.0}
+  params = {'kernel': priors.init(jax.random.PRNGKey(3), init_scale=4.0)}
+  views = {'kernel': latents['kernel'].shape}
+  key = jax.random.PRNGKey(7)
+  total = lambda gradient: lambda l, p: rate_term.training_bits(
+      l, p, key, 0, 2048, fit, views, gradient)['kernel']
+  v_i, (gl_i, gp_i) = jax.value_and_grad(total('interpolated'), (0, 1))(latents, params)
+  v_n, (gl_n, gp_n) = jax.value_and_grad(total('noisy'), (0, 1))(latents, params)
+  np.testing.assert_allclose(float(v_i), float(v_n), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(gp_i), jax.tree.leaves(gp_n)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  base = -2.0 if fit == 'active_base' else 0.0
+  half = rate_term.FIT_HALF_WIDTH
+  grid = np.asarray(priors.integer_grid_bits(params['kernel'], -half, 2 * half), np.float64)
+  inner = np.arange(-half + 1, half - 1)  # The outer lines continue past the edges.
+  line = lambda y: np.interp(np.clip(y, inner[0] - 1, inner[-1] + 1), np.arange(-half, half),
+                             grid) + np.where(y > inner[-1] + 1, (y - inner[-1] - 1) * (
+                                 grid[-1] - grid[-2]), 0) + np.where(y < inner[0] - 1, (
+                                     y - inner[0] + 1) * (grid[1] - grid[0]), 0)
+  u = (np.arange(20000) + 0.5) / 20000 - 0.5
+  expected = lambda y: line(y[:, None] + u[None, :]).mean(-1)
+  y = np.asarray(latents['kernel'], np.float64).ravel() - base
+  want = (expected(y + 1e-3) - expected(y - 1e-3)) / 2e-3
+  np.testing.assert_allclose(np.asarray(gl_i['kernel']).ravel(), want, rtol=2e-3, atol=2e-3)
+  other = lambda gradient: jax.grad(lambda l: rate_term.training_bits(  # Another noise draw.
+      l, params, jax.random.PRNGKey(8), 0, 2048, fit, views, gradient)['kernel'])(latents)
+  np.testing.assert_array_equal(np.asarray(other('interpolated')['kernel']),
+                                np.asarray(gl_i['kernel']))  # No noise in it.
+  noisy_change = np.asarray(other('noisy')['kernel']) - np.asarray(gl_n['kernel'])
+  assert float(np.abs(noisy_change).max()) > 0.01
+  with pytest.raises(ValueError, match='latent gradient'):
+    rate_term.training_bits(latents, params, key, 0, 2048, 'noisy', views, 'interpolated')
