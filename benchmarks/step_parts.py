@@ -8,8 +8,8 @@ as it was): 'no_rate' (erp.rate_term.training_bits: no rate at all, leaving
 the decode and the optimizers), 'no_fit' (rounded_bits: the priors' fit to the
 rounded latents), 'no_slope' (rate_table.slope_only: the latents' gradient
 from the tables), 'no_noise' (uniform_noise: zeros, so the latents' pass reads
-no noise) and 'no_tables' (rate_table.segments: zero tables, so the density is
-not evaluated at the tables' points). All are timed in alternating blocks as
+no noise) and 'no_tables' (rate_table.segments: tables of each density's first
+point only, so the density is evaluated once, not at every table point). All are timed in alternating blocks as
 benchmarks/step_time.py does; each one's median ratio to the float step says
 what its part costs. With two cores XLA runs independent ops side by side, so a
 part's cost can hide behind another's; --one_thread (XLA on one thread; run it
