@@ -74,6 +74,8 @@ def base_config():
   # kernel's most frequent value ('active_base', as format 8 codes), or 'noisy' ones.
   c.rd.latent_gradient = 'noisy'  # The latents' rate gradient: at latents + U(-1/2, 1/2)
   # (EPR sec. 2.2), or 'interpolated' (erp.rate_term.training_bits; fits but 'noisy').
+  c.rd.adaptive_rate_max_latents = 0  # Groups of at most this many latents are priced by
+  # their adaptive code's length, not their prior (erp.adaptive_rate); 0: none.
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
@@ -210,6 +212,10 @@ def validate(config):
   if not _number(config, 'train.distill_temperature') > 0:
     raise ErpError('train.distill_temperature must be > 0')
   _number(config, 'rd.prior_samples')
+  if not isinstance(config.rd.adaptive_rate_max_latents, int) or isinstance(
+      config.rd.adaptive_rate_max_latents, bool) or config.rd.adaptive_rate_max_latents < 0:
+    raise ErpError('rd.adaptive_rate_max_latents must be an integer >= 0 (0: no group), got '
+                   f'{config.rd.adaptive_rate_max_latents!r}')
   fit, gradient = config.rd.prior_fit, config.rd.get('latent_gradient', 'noisy')
   if fit not in rate_term.FITS:
     raise ErpError(f'rd.prior_fit must be one of {rate_term.FITS}, got {fit!r}')

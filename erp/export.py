@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 import erp
+from erp import adaptive_rate
 from erp import cli
 from erp import config as config_lib
 from erp import data
@@ -55,12 +56,14 @@ def metadata(config, method):
   return out
 
 
-def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
-  """Estimated bits per group at the rounded latents, total bytes, zero fraction; with
-  prior_fit='active', of each group's ACTIVE block and masks (erp.rate_term.active_block),
-  with 'active_base' less its most frequent value (erp.rate_term.modes): what training
-  priced."""
-  bits = {k: _group_bits(trainable, k, prior_fit) for k in trainable.latents}
+def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive_max_latents=0):
+  """Estimated bits per group at the rounded latents, total bytes, zero fraction, as
+  training priced them: with prior_fit='active', of each group's ACTIVE block and masks
+  (erp.rate_term.active_block), with 'active_base' less its most frequent value
+  (erp.rate_term.modes); a group of at most adaptive_max_latents latents by its adaptive
+  code (erp.adaptive_rate)."""
+  bits = {k: _group_bits(trainable, k, prior_fit, adaptive_max_latents)
+          for k in trainable.latents}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
                     for v in trainable.floats.values())
   num_latents = sum(int(v.size) for v in trainable.latents.values())
@@ -75,8 +78,10 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded'):
   }
 
 
-def _group_bits(trainable, group, prior_fit):
+def _group_bits(trainable, group, prior_fit, max_adaptive):
   latent = np.round(np.asarray(trainable.latents[group], np.float32))
+  if latent.size <= max_adaptive:
+    return adaptive_rate.integer_bits(latent)
   if prior_fit not in rate_term.ACTIVE_FITS:
     return priors.integer_bits(trainable.priors[group], latent)
   view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
@@ -101,8 +106,8 @@ def run_file(config, trainable, batch_stats, est=None):
   bits its range code spends (est_bits, coded_bits). est: rate_summary's group_bits, if
   the caller has them."""
   if est is None:
-    est = rate_summary(trainable, config.export.float_dtype,
-                       config.rd.get('prior_fit', 'rounded'))['group_bits']
+    est = rate_summary(trainable, config.export.float_dtype, config.rd.get('prior_fit', 'rounded'),
+                       config.rd.get('adaptive_rate_max_latents', 0))['group_bits']
   blob, info = file_lib.encode(trainable,
                                extra={'batch_stats': batch_stats} if batch_stats else None,
                                metadata=metadata(config, 'epr'), table=config.export.table,

@@ -9,35 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import adaptive_rate
 from erp import materialize
 from erp import packed
 from erp import priors
 from erp import rate_table
+from erp.noise import uniform_noise
 from erp.priors import bits_of
-
-
-def _fmix32(h):
-  """MurmurHash3's 32-bit finalizer: every input bit flips each output bit with p ~ 1/2."""
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x85EBCA6B)
-  h = h ^ (h >> 13)
-  h = h * jnp.uint32(0xC2B2AE35)
-  return h ^ (h >> 16)
-
-
-def uniform_noise(seed, shape):
-  """U(-1/2, 1/2) at 24-bit resolution, from a counter hash seeded by two uint32 words
-  (e.g. jax.random.bits(key, (2,), jnp.uint32)).
-
-  The rate's noise only dithers the latents (EPR sec. 2.2), so it needs
-  uniform, uncorrelated values, not threefry's cryptographic strength: hashing
-  each element's index with one MurmurHash3 finalizer, 266k values added to the
-  latents took 0.11 ms on a 2-core CPU, against 0.15 ms with two rounds and
-  2.1 ms with jax.random.uniform (a plain pass over them: 0.06 ms).
-  """
-  num = int(np.prod(shape))
-  h = _fmix32((jax.lax.iota(jnp.uint32, num) * jnp.uint32(0x9E3779B1)) ^ seed[0]) ^ seed[1]
-  return (((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24)) - 0.5).reshape(shape)
 
 
 def group_bits(latents, prior_params, rng=None):
@@ -72,7 +50,7 @@ FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a his
 
 
 def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
-                  views=None, latent_gradient='noisy'):
+                  views=None, latent_gradient='noisy', adaptive_max_latents=0):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
@@ -113,6 +91,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   those larger than prior_samples (the smaller ones need the density's
   gradient to the priors). All tables come from one batched call; groups
   evaluated exactly are batched too, zero-padded to the largest and masked.
+  Groups of at most adaptive_max_latents latents are priced by their adaptive code instead.
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
@@ -121,6 +100,12 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     raise ValueError(f"prior fit {fit!r} needs each group's coded view (views)")
   if latent_gradient not in LATENT_GRADIENTS or (latent_gradient != 'noisy' and fit == 'noisy'):
     raise ValueError(f'latent gradient {latent_gradient!r} with prior fit {fit!r}')
+  small = [n for n in latents if latents[n].size <= adaptive_max_latents]
+  if small:  # Priced by their adaptive code (erp.adaptive_rate), the others by their priors.
+    rest = {n: v for n, v in latents.items() if n not in small}
+    return {**adaptive_rate.training_bits({n: latents[n] for n in small}, FIT_HALF_WIDTH),
+            **training_bits(rest, prior_params, rng, prior_samples, table_points, fit, views,
+                            latent_gradient)}
   names = sorted(latents)
   if not names:
     return {}

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from erp import adaptive_rate
 from erp import leaves
 from erp import packed
 from erp import priors
@@ -119,7 +120,7 @@ def decode(state, quantize=True, exact=False):
 
 
 def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2048,
-         prior_fit='rounded', latent_gradient='noisy'):
+         prior_fit='rounded', latent_gradient='noisy', adaptive_max_latents=0):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
   With rng: the training-time rate, differentiable to latents (at latents +
@@ -131,16 +132,22 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   frequent value as format 8 codes it, 'noisy' the noisy ones as in the paper;
   latent_gradient: 'noisy' or 'interpolated', the latents' rate gradient).
   Without: the bits of the rounded latents, what the priors would spend coding
-  them. Returns the total, or {path: bits} with per_group=True.
+  them. Either way a group of at most adaptive_max_latents latents is priced by its
+  adaptive code's length instead (erp.adaptive_rate). Returns the total, or {path: bits}
+  with per_group=True.
   """
   if rng is None:
-    rounded = {k: jnp.round(v) for k, v in state.latents.items()}
+    small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
+    rounded = {k: jnp.round(v) for k, v in state.latents.items() if k not in small}
     bits = rate_term.group_bits(rounded, state.priors)
+    if small:
+      bits.update(jax.lax.stop_gradient(
+          adaptive_rate.training_bits(small, rate_term.FIT_HALF_WIDTH)))
   else:
     views = {path: rate_term.coded_view(kind, state.latents[path].shape)
              for path, kind in state.kinds if kind != 'float'}
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
-                                   prior_fit, views, latent_gradient)
+                                   prior_fit, views, latent_gradient, adaptive_max_latents)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)

@@ -2,10 +2,9 @@
 
 python -m erp.train --config configs/mnist_lenet300.py --workdir DIR [--config.rd.lmbda=...]
 
-The loss is the mean cross-entropy [nats/example] plus lmbda * (total bits of
-all latents) / (number of training examples): the rate is amortized over the
-training set, so lmbda does not depend on the batch size. With
-rd.enabled=False every leaf is a float group and this is plain training.
+The loss is the mean cross-entropy [nats/example] plus lmbda * (total bits of all
+latents) / (number of training examples): the rate is amortized over the training set,
+so lmbda does not depend on the batch size. rd.enabled=False: plain training.
 """
 import functools
 import os
@@ -127,7 +126,8 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     task, ce = distill.task_loss(logits, labels, teacher_logits, distill_weight, temperature)
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=rd.prior_samples,
                                 table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
-                                latent_gradient=rd.latent_gradient)
+                                latent_gradient=rd.latent_gradient,
+                                adaptive_max_latents=rd.adaptive_rate_max_latents)
     loss = task + lmbda_now * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
@@ -156,7 +156,7 @@ def evaluation(config, state, predict, val):
       predict, export.variables_of(state.trainable, state.batch_stats), val, config.data)}
   if config.rd.enabled:
     summary = export.rate_summary(state.trainable, config.export.float_dtype,
-                                  config.rd.prior_fit)
+                                  config.rd.prior_fit, config.rd.adaptive_rate_max_latents)
     record.update(estimate=summary, prior_fit=export.fit_summary(
         config, state.trainable, state.batch_stats, summary['group_bits']))
   return record

@@ -80,14 +80,17 @@ def latent_lr(rd):
 
 
 def prior_setting(rd):
-  """' fit=…' / ' filters=…' / ' gradient=…' where a run's priors are not fitted or shaped,
-  or its latents' rate gradient not taken, as by default."""
+  """' fit=…' / ' filters=…' / ' gradient=…' / ' adaptive rate≤N' where a run's priors are
+  not fitted or shaped, its latents' rate gradient not taken, or its small groups not
+  priced, as by default."""
   base = config_lib.base_config().rd
   fit = rd.get('prior_fit', base.prior_fit)
   filters = tuple(rd.get('prior_filters', base.prior_filters))
   gradient = rd.get('latent_gradient', base.latent_gradient)
+  adaptive = rd.get('adaptive_rate_max_latents', 0)
   return ((f' fit={fit}' if fit != base.prior_fit else '')
           + (f' gradient={gradient}' if gradient != base.latent_gradient else '')
+          + (f' adaptive rate≤{adaptive}' if adaptive else '')
           + (f' filters={",".join(map(str, filters))}' if filters != tuple(base.prior_filters)
              else ''))
 

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from erp import noise
 from erp import packed
 from erp import priors
 from erp import rate_table
@@ -111,13 +112,13 @@ def test_batched_training_bits_equal_each_group_on_its_own():
   key = jax.random.PRNGKey(7)
   batched = lambda l, p: rate_term.training_bits(l, p, key, 0, fit='noisy')
   seed = jax.random.bits(key, (len(shapes) + 1, 2), jnp.uint32)[0]  # The noise's words.
-  noise = rate_term.uniform_noise(seed, (sum(int(np.prod(s)) for s in shapes.values()),))
+  dither = noise.uniform_noise(seed, (sum(int(np.prod(s)) for s in shapes.values()),))
 
   def each(l, p):
     out, start = {}, 0
     for name in sorted(l):
       size = l[name].size
-      x = l[name] + noise[start:start + size].reshape(l[name].shape)
+      x = l[name] + dither[start:start + size].reshape(l[name].shape)
       out[name], start = priors.bits_of(p[name], x).sum(), start + size
     return out
 
@@ -193,9 +194,9 @@ def test_mass_is_positive_at_a_tie_and_tails_are_heavy():
 
 def test_training_noise_is_uniform_uncorrelated_and_seeded():
   n = 1 << 18
-  a = np.asarray(rate_term.uniform_noise(_seed(0), (n,)), np.float64)
-  b = np.asarray(rate_term.uniform_noise(_seed(1), (n,)), np.float64)
-  np.testing.assert_array_equal(a, rate_term.uniform_noise(_seed(0), (n,)))
+  a = np.asarray(noise.uniform_noise(_seed(0), (n,)), np.float64)
+  b = np.asarray(noise.uniform_noise(_seed(1), (n,)), np.float64)
+  np.testing.assert_array_equal(a, noise.uniform_noise(_seed(0), (n,)))
   assert -0.5 < a.min() and a.max() < 0.5
   assert abs(a.mean()) < 5 * np.sqrt(1 / 12 / n)
   assert abs(a.var() - 1 / 12) < 0.002
@@ -204,7 +205,7 @@ def test_training_noise_is_uniform_uncorrelated_and_seeded():
   assert ((counts - expected) ** 2 / expected).sum() < 130  # chi2(63): p ~ 1e-6.
   for x, y in ((a[:-1], a[1:]), (a, b)):  # Neighbours and other keys: uncorrelated.
     assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n)
-  shaped = rate_term.uniform_noise(_seed(0), (4, n // 4))
+  shaped = noise.uniform_noise(_seed(0), (4, n // 4))
   np.testing.assert_array_equal(np.asarray(shaped).ravel(), a)
 
 

@@ -1,0 +1,110 @@
+"""erp.adaptive_rate: a small group priced by the length of the adaptive code that codes it."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from erp import adaptive
+from erp import adaptive_rate
+from erp import export
+from erp import priors
+from erp import rate_term
+from erp import state as state_lib
+
+
+def _sequential_bits(values, alpha):
+  """-log2 of the additive estimator's sequential probabilities, symbol by symbol."""
+  lo, k = values.min(), values.max() - values.min() + 1
+  counts, bits = np.zeros(k), 0.0
+  for v in values - lo:
+    bits -= np.log2((counts[v] + alpha) / (counts.sum() + k * alpha))
+    counts[v] += 1
+  return bits
+
+
+def test_code_bits_is_the_sequential_estimators_length_at_its_best_alpha():
+  rng = np.random.default_rng(0)
+  for values in [np.array([0, 0, 1]), rng.integers(-3, 4, 200),
+                 np.r_[np.zeros(150, int), rng.integers(-20, 20, 50)]]:
+    want = min(_sequential_bits(values, 2.0**-a) for a in adaptive.ALPHA_EXPONENTS)
+    np.testing.assert_allclose(adaptive_rate.integer_bits(values), want, rtol=1e-5)
+  assert adaptive_rate.integer_bits(np.full(30, -4)) == 0.0  # One value: nothing to code.
+  # Padding with empty integers either side changes nothing: K runs from min to max.
+  counts = np.bincount(rng.integers(0, 9, 300))
+  padded = np.zeros((2, 64), np.float32)
+  padded[0, 10:10 + counts.size] = counts
+  padded[1, 40:40 + counts.size] = counts
+  bits, grid = adaptive_rate.code_bits(padded)
+  np.testing.assert_allclose(np.asarray(bits), adaptive_rate.code_bits(counts)[0], rtol=1e-6)
+  assert grid.shape == (2, 64)
+
+
+@pytest.mark.parametrize('spread', [2, 12])
+def test_its_length_is_what_the_adaptive_coder_spends(spread):
+  """Within 3 % of erp.adaptive's block-adaptive code of the same values at its best alpha
+  (the blocks update the model less often: a little more), for a compact and a wide group."""
+  rng = np.random.default_rng(spread)
+  values = np.round(rng.laplace(0, spread, 1000)).astype(np.int64)
+  values[rng.random(1000) < 0.5] = 0
+  symbols = values - values.min()
+  num_symbols = int(symbols.max()) + 1
+  alpha, _ = adaptive.best_alpha(symbols, num_symbols)
+  coded_bits = 8 * len(adaptive.encode(symbols, num_symbols, alpha))
+  estimate = adaptive_rate.integer_bits(values)
+  assert 0.97 < estimate / coded_bits <= 1.0 + 64 / coded_bits
+
+
+def test_training_bits_value_and_latents_gradient():
+  """The value: the length at the rounded latents. The gradient: d/dx E L(x + u), u ~ U(-1/2,
+  1/2), L the grid of each integer's bits joined by lines (checked by quadrature)."""
+  rng = np.random.default_rng(3)
+  x = np.concatenate([np.round(rng.normal(0, 2, 300)) * (rng.random(300) < 0.4),
+                      rng.normal(0, 2, 40), [7.5, -6.5, 0.25]]).astype(np.float32)
+  latents = {'a': jnp.asarray(x), 'b': jnp.asarray(x[:60].reshape(6, 10) + 1.0)}
+  half = 32
+  value, grads = jax.value_and_grad(
+      lambda l: sum(adaptive_rate.training_bits(l, half).values()))(latents)
+  want = sum(adaptive_rate.integer_bits(np.round(np.asarray(v))) for v in latents.values())
+  np.testing.assert_allclose(float(value), want, rtol=1e-5)
+  counts = np.bincount(np.round(x).astype(int) + half, minlength=2 * half)
+  _, grid = adaptive_rate.code_bits(counts)
+  grid = np.asarray(grid, np.float64)
+  u = (np.arange(20000) + 0.5) / 20000 - 0.5
+  expected = lambda y: np.interp(y[:, None] + u[None, :], np.arange(-half, half), grid).mean(-1)
+  y = x.astype(np.float64)
+  slope = (expected(y + 1e-3) - expected(y - 1e-3)) / 2e-3
+  np.testing.assert_allclose(np.asarray(grads['a']), slope, rtol=2e-3, atol=2e-3)
+  # The more values an integer holds, the less it costs: lone latents at +-2.2 beside a
+  # crowd at 0 and +-1 are pulled toward it (down the gradient).
+  crowd = jnp.asarray([0.0] * 40 + [1.0, -1.0] * 5 + [2.2, -2.2])
+  lone = jax.grad(lambda v: adaptive_rate.training_bits({'c': v}, half)['c'])(crowd)[-2:]
+  assert float(lone[0]) > 0.5 and float(lone[1]) < -0.5
+
+
+def test_state_rate_and_export_price_small_groups_by_their_code():
+  """Groups of at most adaptive_max_latents latents: their adaptive code's length, in training
+  (no gradient to their priors), without rng and in the export's estimate; larger groups as
+  before."""
+  rng = np.random.default_rng(5)
+  params = {'small': {'kernel': rng.normal(0, 1, (10, 10)).astype(np.float32)},
+            'large': {'kernel': rng.normal(0, 1, (40, 50)).astype(np.float32)}}
+  state = state_lib.reparameterize(params, seed=1)
+  small, large = 'small/kernel', 'large/kernel'
+  rate = lambda s, **kw: state_lib.rate(s, jax.random.PRNGKey(0), per_group=True, **kw)
+  plain, priced = rate(state), rate(state, adaptive_max_latents=100)
+  code = adaptive_rate.integer_bits(np.round(np.asarray(state.latents[small])))
+  np.testing.assert_allclose(float(priced[small]), code, rtol=1e-5)
+  np.testing.assert_allclose(float(priced[large]), float(plain[large]), rtol=1e-6)
+  assert abs(float(plain[small]) - code) > 1.0  # The prior prices it otherwise.
+  grads = jax.grad(lambda s: state_lib.rate(s, jax.random.PRNGKey(0),
+                                            adaptive_max_latents=100))(state)
+  assert not np.any(np.asarray(grads.priors[small].vector))
+  assert np.any(np.asarray(grads.priors[large].vector))
+  no_rng = state_lib.rate(state, per_group=True, adaptive_max_latents=100)
+  np.testing.assert_allclose(float(no_rng[small]), code, rtol=1e-5)
+  np.testing.assert_allclose(float(no_rng[large]), priors.integer_bits(
+      state.priors[large], np.round(np.asarray(state.latents[large]))), rtol=1e-4)
+  summary = export.rate_summary(state, adaptive_max_latents=100)['group_bits']
+  np.testing.assert_allclose(summary[small], code, rtol=1e-6)
+  np.testing.assert_allclose(summary[large], export.rate_summary(state)['group_bits'][large])
+  assert rate_term.FIT_HALF_WIDTH > np.abs(np.asarray(state.latents[small])).max()
