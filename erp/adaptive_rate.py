@@ -32,9 +32,10 @@ _ALPHAS = np.array([2.0**-a for a in adaptive.ALPHA_EXPONENTS], np.float32)
 
 
 def code_bits(counts):
-  """(bits [...], bits of each integer [..., M]) of counts [..., M] of consecutive
-  integers: the adaptive code's length at its best alpha, and log2(n + K alpha) -
-  log2(c_k + alpha) at that alpha (no gradient: counts are counts)."""
+  """(bits [...], bits of each integer [..., M], the same for a value already counted in
+  its own integer [..., M]) of counts [..., M] of consecutive integers: the adaptive code's
+  length at its best alpha, log2(n + K alpha) - log2(c_k + alpha) and log2(n + K alpha) -
+  log2(c_k - 1 + alpha) at that alpha (no gradient: counts are counts)."""
   counts = jax.lax.stop_gradient(jnp.asarray(counts, jnp.float32))
   m = counts.shape[-1]
   present = counts > 0
@@ -50,8 +51,9 @@ def code_bits(counts):
   best = jnp.argmin(nats, 0)  # [..., 1]
   bits = jnp.maximum(jnp.take_along_axis(nats, best[None], 0)[0, ..., 0], 0.0) / np.log(2.0)
   best_alpha = jnp.asarray(_ALPHAS)[best]
-  grid = jnp.log2(n + num_symbols * best_alpha) - jnp.log2(counts + best_alpha)
-  return bits, grid
+  total = jnp.log2(n + num_symbols * best_alpha)
+  return bits, total - jnp.log2(counts + best_alpha), total - jnp.log2(
+      jnp.maximum(counts - 1, 0) + best_alpha)
 
 
 def integer_bits(values):
@@ -71,7 +73,7 @@ def training_bits(latents, half_width):
                       + half_width, 0, 2 * half_width - 1) + i * 2 * half_width
              for i, n in enumerate(names)]
   hists = jnp.bincount(jnp.concatenate(indices), length=len(names) * 2 * half_width)
-  bits, grid = code_bits(hists.reshape(len(names), 2 * half_width))
-  slopes = rate_table.integer_slopes(grid)
+  bits, grid, own = code_bits(hists.reshape(len(names), 2 * half_width))
+  slopes = rate_table.integer_slopes(grid, own)
   return {n: bits[i] + rate_table.expected_slope_only(slopes[i], latents[n])
           for i, n in enumerate(names)}

@@ -138,12 +138,14 @@ def tabulated_bits(params, x, max_points):
   return interpolate(segments(table), x)
 
 
-def integer_slopes(grid_bits):
+def integer_slopes(grid_bits, own_bits=None):
   """[..., n - 2, 2]: at each inner integer k of the bits b at n consecutive integers
   [..., n], b_k - b_(k-1) and b_(k+1) - 2 b_k + b_(k-1), side by side (one gather reads
-  both) and written once (otherwise XLA recomputes them at every latent)."""
-  first = grid_bits[..., 1:-1] - grid_bits[..., :-2]
-  curvature = grid_bits[..., 2:] - 2 * grid_bits[..., 1:-1] + grid_bits[..., :-2]
+  both) and written once (otherwise XLA recomputes them at every latent). own_bits [..., n]:
+  b_k for a latent whose own integer is k (erp.adaptive_rate: its bin less itself)."""
+  own = grid_bits[..., 1:-1] if own_bits is None else own_bits[..., 1:-1]
+  first = own - grid_bits[..., :-2]
+  curvature = grid_bits[..., 2:] - 2 * own + grid_bits[..., :-2]
   return materialize.materialized(jnp.stack([first, curvature], -1), 0)
 
 

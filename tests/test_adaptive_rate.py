@@ -34,9 +34,18 @@ def test_code_bits_is_the_sequential_estimators_length_at_its_best_alpha():
   padded = np.zeros((2, 64), np.float32)
   padded[0, 10:10 + counts.size] = counts
   padded[1, 40:40 + counts.size] = counts
-  bits, grid = adaptive_rate.code_bits(padded)
+  bits, grid, own = adaptive_rate.code_bits(padded)
   np.testing.assert_allclose(np.asarray(bits), adaptive_rate.code_bits(counts)[0], rtol=1e-6)
-  assert grid.shape == (2, 64)
+  assert grid.shape == own.shape == (2, 64)
+  # A value's own integer counts it already: there it costs log2(n + K alpha) - log2(c - 1 +
+  # alpha), so 2**(e - grid) - 2**(e - own) = 1 / alpha (e: an empty integer's bits) wherever
+  # c > 0, and own = grid where c = 0.
+  grid, own = np.asarray(grid[0], np.float64), np.asarray(own[0], np.float64)
+  empty = grid[0]
+  gap = 2.0**(empty - grid) - 2.0**(empty - own)
+  occupied = padded[0] > 0
+  np.testing.assert_allclose(gap[occupied], gap[occupied][0], rtol=1e-4)
+  assert 1 <= gap[occupied][0] <= 2**7 and np.array_equal(own[~occupied], grid[~occupied])
 
 
 @pytest.mark.parametrize('spread', [2, 12])
@@ -56,7 +65,8 @@ def test_its_length_is_what_the_adaptive_coder_spends(spread):
 
 def test_training_bits_value_and_latents_gradient():
   """The value: the length at the rounded latents. The gradient: d/dx E L(x + u), u ~ U(-1/2,
-  1/2), L the grid of each integer's bits joined by lines (checked by quadrature)."""
+  1/2), L the bits of each integer joined by lines, a latent's own integer counted without
+  it (checked by quadrature)."""
   rng = np.random.default_rng(3)
   x = np.concatenate([np.round(rng.normal(0, 2, 300)) * (rng.random(300) < 0.4),
                       rng.normal(0, 2, 40), [7.5, -6.5, 0.25]]).astype(np.float32)
@@ -67,12 +77,14 @@ def test_training_bits_value_and_latents_gradient():
   want = sum(adaptive_rate.integer_bits(np.round(np.asarray(v))) for v in latents.values())
   np.testing.assert_allclose(float(value), want, rtol=1e-5)
   counts = np.bincount(np.round(x).astype(int) + half, minlength=2 * half)
-  _, grid = adaptive_rate.code_bits(counts)
-  grid = np.asarray(grid, np.float64)
+  _, grid, own = (np.asarray(g, np.float64) for g in adaptive_rate.code_bits(counts))
   u = (np.arange(20000) + 0.5) / 20000 - 0.5
-  expected = lambda y: np.interp(y[:, None] + u[None, :], np.arange(-half, half), grid).mean(-1)
-  y = x.astype(np.float64)
-  slope = (expected(y + 1e-3) - expected(y - 1e-3)) / 2e-3
+  slope = []
+  for y in x.astype(np.float64):
+    line = grid.copy()
+    line[int(np.round(y)) + half] = own[int(np.round(y)) + half]
+    at = lambda z: np.interp(z + u, np.arange(-half, half), line).mean()
+    slope.append((at(y + 1e-3) - at(y - 1e-3)) / 2e-3)
   np.testing.assert_allclose(np.asarray(grads['a']), slope, rtol=2e-3, atol=2e-3)
   # The more values an integer holds, the less it costs: lone latents at +-2.2 beside a
   # crowd at 0 and +-1 are pulled toward it (down the gradient).
