@@ -15,10 +15,12 @@ sequential estimator's length,
 (G: the gamma function; the file's block-adaptive tables spend a little more,
 an ACTIVE or binarized code sometimes less). With rd.adaptive_rate_max_latents
 = N, training prices every group of at most N latents by that length instead
-of its prior, and the export's estimate does the same; the latents' gradient
-is the noise-averaged slope (erp.rate_table.expected_slope_only) of the bits
-each integer costs under the group's own estimator, log2(n + K alpha) -
-log2(c_k + alpha).
+of its prior, and the export's estimate does the same. The latents' gradient
+(rd.adaptive_rate_gradient): 'prior', the prior's, scaled to the code's length
+(prior_shaped_bits), or 'code', the noise-averaged slope of the bits each
+integer costs under the group's own estimator, log2(n + K alpha) -
+log2(c_k + alpha) (training_bits): measured on LeNet-300-100 (λ = 0.75), the
+local 'code' slope left files 3-4 % larger at no lower error.
 """
 import jax
 import jax.numpy as jnp
@@ -64,16 +66,36 @@ def integer_bits(values):
   return float(code_bits(np.bincount(values - values.min()))[0])
 
 
-def training_bits(latents, half_width):
-  """{group: bits} of latents {group: float array} at their rounded values (the value), with
-  the gradient of the noise-averaged interpolated bits of each integer (to the latents);
+def _code_bits(latents, half_width):
+  """(names, bits [G], grid [G, 2 half_width], own [G, 2 half_width]) of the rounded latents,
   counted over the integers [-half_width, half_width) (values beyond count at the edge)."""
   names = sorted(latents)
   indices = [jnp.clip(jnp.round(jax.lax.stop_gradient(latents[n])).astype(jnp.int32).ravel()
                       + half_width, 0, 2 * half_width - 1) + i * 2 * half_width
              for i, n in enumerate(names)]
   hists = jnp.bincount(jnp.concatenate(indices), length=len(names) * 2 * half_width)
-  bits, grid, own = code_bits(hists.reshape(len(names), 2 * half_width))
+  return (names,) + code_bits(hists.reshape(len(names), 2 * half_width))
+
+
+def training_bits(latents, half_width):
+  """{group: bits} of latents {group: float array} at their rounded values (the value), with
+  gradient='code': the latents' gradient of the noise-averaged bits of the integers joined
+  by lines, a latent's own integer counted without it (a local slope: it pulls a latent
+  toward a neighbouring integer that holds more values, never further)."""
+  names, bits, grid, own = _code_bits(latents, half_width)
   slopes = rate_table.integer_slopes(grid, own)
   return {n: bits[i] + rate_table.expected_slope_only(slopes[i], latents[n])
           for i, n in enumerate(names)}
+
+
+def prior_shaped_bits(latents, prior_bits, half_width):
+  """{group: bits} with gradient='prior': the value is the code's length of the rounded
+  latents, the gradients (to latents and priors) are those of prior_bits {group: the
+  priors' training-time bits} scaled by code / prior bits: the smooth prior's pull toward
+  its mode, at the strength of what the file spends."""
+  names, bits, _, _ = _code_bits(latents, half_width)
+  out = {}
+  for i, n in enumerate(names):
+    ratio = bits[i] / jnp.maximum(jax.lax.stop_gradient(prior_bits[n]), 1.0)
+    out[n] = bits[i] + ratio * (prior_bits[n] - jax.lax.stop_gradient(prior_bits[n]))
+  return out

@@ -76,6 +76,8 @@ def base_config():
   # (EPR sec. 2.2), or 'interpolated' (erp.rate_term.training_bits; fits but 'noisy').
   c.rd.adaptive_rate_max_latents = 0  # Groups of at most this many latents are priced by
   # their adaptive code's length, not their prior (erp.adaptive_rate); 0: none.
+  c.rd.adaptive_rate_gradient = 'prior'  # Their latents' gradient: the prior's scaled to
+  # that length, or 'code', the code's own local slope.
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
@@ -216,6 +218,9 @@ def validate(config):
       config.rd.adaptive_rate_max_latents, bool) or config.rd.adaptive_rate_max_latents < 0:
     raise ErpError('rd.adaptive_rate_max_latents must be an integer >= 0 (0: no group), got '
                    f'{config.rd.adaptive_rate_max_latents!r}')
+  if config.rd.adaptive_rate_gradient not in rate_term.ADAPTIVE_GRADIENTS:
+    raise ErpError(f'rd.adaptive_rate_gradient must be one of {rate_term.ADAPTIVE_GRADIENTS}, '
+                   f'got {config.rd.adaptive_rate_gradient!r}')
   fit, gradient = config.rd.prior_fit, config.rd.get('latent_gradient', 'noisy')
   if fit not in rate_term.FITS:
     raise ErpError(f'rd.prior_fit must be one of {rate_term.FITS}, got {fit!r}')

@@ -46,11 +46,13 @@ _batched_bits = jax.vmap(bits_of)
 FITS = ('rounded', 'noisy', 'active', 'active_base')
 ACTIVE_FITS = ('active', 'active_base')  # The fits that price each group's ACTIVE block.
 LATENT_GRADIENTS = ('noisy', 'interpolated')
+ADAPTIVE_GRADIENTS = ('prior', 'code')  # erp.adaptive_rate: small groups' latents' gradient.
 FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a histogram.
 
 
 def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
-                  views=None, latent_gradient='noisy', adaptive_max_latents=0):
+                  views=None, latent_gradient='noisy', adaptive_max_latents=0,
+                  adaptive_gradient='prior'):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
@@ -91,7 +93,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   those larger than prior_samples (the smaller ones need the density's
   gradient to the priors). All tables come from one batched call; groups
   evaluated exactly are batched too, zero-padded to the largest and masked.
-  Groups of at most adaptive_max_latents latents are priced by their adaptive code instead.
+  Groups of at most adaptive_max_latents latents are priced by their adaptive code instead,
+  with adaptive_gradient's gradient (erp.adaptive_rate).
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
@@ -100,12 +103,16 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     raise ValueError(f"prior fit {fit!r} needs each group's coded view (views)")
   if latent_gradient not in LATENT_GRADIENTS or (latent_gradient != 'noisy' and fit == 'noisy'):
     raise ValueError(f'latent gradient {latent_gradient!r} with prior fit {fit!r}')
-  small = [n for n in latents if latents[n].size <= adaptive_max_latents]
+  if adaptive_gradient not in ADAPTIVE_GRADIENTS:
+    raise ValueError(f'unknown adaptive rate gradient {adaptive_gradient!r}')
+  small = {n: v for n, v in latents.items() if v.size <= adaptive_max_latents}
   if small:  # Priced by their adaptive code (erp.adaptive_rate), the others by their priors.
     rest = {n: v for n, v in latents.items() if n not in small}
-    return {**adaptive_rate.training_bits({n: latents[n] for n in small}, FIT_HALF_WIDTH),
-            **training_bits(rest, prior_params, rng, prior_samples, table_points, fit, views,
-                            latent_gradient)}
+    out = training_bits(latents if adaptive_gradient == 'prior' else rest, prior_params,
+                        rng, prior_samples, table_points, fit, views, latent_gradient)
+    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH)
+                      if adaptive_gradient == 'prior'
+                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH))}
   names = sorted(latents)
   if not names:
     return {}

@@ -120,7 +120,8 @@ def decode(state, quantize=True, exact=False):
 
 
 def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2048,
-         prior_fit='rounded', latent_gradient='noisy', adaptive_max_latents=0):
+         prior_fit='rounded', latent_gradient='noisy', adaptive_max_latents=0,
+         adaptive_gradient='prior'):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
   With rng: the training-time rate, differentiable to latents (at latents +
@@ -133,8 +134,9 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   latent_gradient: 'noisy' or 'interpolated', the latents' rate gradient).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Either way a group of at most adaptive_max_latents latents is priced by its
-  adaptive code's length instead (erp.adaptive_rate). Returns the total, or {path: bits}
-  with per_group=True.
+  adaptive code's length instead (erp.adaptive_rate; its latents' gradient: the prior's
+  scaled to that length, adaptive_gradient='prior', or the code's own, 'code'). Returns the
+  total, or {path: bits} with per_group=True.
   """
   if rng is None:
     small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
@@ -147,7 +149,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
     views = {path: rate_term.coded_view(kind, state.latents[path].shape)
              for path, kind in state.kinds if kind != 'float'}
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
-                                   prior_fit, views, latent_gradient, adaptive_max_latents)
+                                   prior_fit, views, latent_gradient, adaptive_max_latents,
+                                   adaptive_gradient)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)

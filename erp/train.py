@@ -101,8 +101,7 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   replicated: XLA partitions the step and sums the gradients across devices, so one
   code path serves 1 or N devices (batch statistics are those of the whole batch).
   """
-  rd = config.rd
-  lmbda = float(rd.lmbda)
+  rd, lmbda = config.rd, float(config.rd.lmbda)
   # rd.lmbda_warmup_epochs: a ramp, as at first the rate term is hundreds of nats.
   warmup_steps = rd.get('lmbda_warmup_epochs', 0.0) * num_train / config.train.batch_size
   compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
@@ -127,7 +126,8 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     total_bits = state_lib.rate(trainable, k_noise, prior_samples=rd.prior_samples,
                                 table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
                                 latent_gradient=rd.latent_gradient,
-                                adaptive_max_latents=rd.adaptive_rate_max_latents)
+                                adaptive_max_latents=rd.adaptive_rate_max_latents,
+                                adaptive_gradient=rd.adaptive_rate_gradient)
     loss = task + lmbda_now * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},

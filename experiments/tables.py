@@ -88,6 +88,9 @@ def prior_setting(rd):
   filters = tuple(rd.get('prior_filters', base.prior_filters))
   gradient = rd.get('latent_gradient', base.latent_gradient)
   adaptive = rd.get('adaptive_rate_max_latents', 0)
+  # Runs from before rd.adaptive_rate_gradient existed (session 36) took the code's gradient.
+  if adaptive and rd.get('adaptive_rate_gradient', 'code') != 'prior':
+    adaptive = f'{adaptive} ({rd["adaptive_rate_gradient"]} gradient)'
   return ((f' fit={fit}' if fit != base.prior_fit else '')
           + (f' gradient={gradient}' if gradient != base.latent_gradient else '')
           + (f' adaptive rate≤{adaptive}' if adaptive else '')

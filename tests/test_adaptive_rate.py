@@ -103,15 +103,29 @@ def test_state_rate_and_export_price_small_groups_by_their_code():
   state = state_lib.reparameterize(params, seed=1)
   small, large = 'small/kernel', 'large/kernel'
   rate = lambda s, **kw: state_lib.rate(s, jax.random.PRNGKey(0), per_group=True, **kw)
-  plain, priced = rate(state), rate(state, adaptive_max_latents=100)
+  plain = rate(state)
+  priced = rate(state, adaptive_max_latents=100, adaptive_gradient='code')
   code = adaptive_rate.integer_bits(np.round(np.asarray(state.latents[small])))
   np.testing.assert_allclose(float(priced[small]), code, rtol=1e-5)
   np.testing.assert_allclose(float(priced[large]), float(plain[large]), rtol=1e-6)
   assert abs(float(plain[small]) - code) > 1.0  # The prior prices it otherwise.
-  grads = jax.grad(lambda s: state_lib.rate(s, jax.random.PRNGKey(0),
-                                            adaptive_max_latents=100))(state)
+  grads = jax.grad(lambda s: state_lib.rate(s, jax.random.PRNGKey(0), adaptive_max_latents=100,
+                                            adaptive_gradient='code'))(state)
   assert not np.any(np.asarray(grads.priors[small].vector))
   assert np.any(np.asarray(grads.priors[large].vector))
+  # gradient='prior': the same value; the prior's gradients (latents and priors) scaled by the
+  # code's length over the prior's bits; larger groups untouched.
+  shaped = lambda s: state_lib.rate(s, jax.random.PRNGKey(0), per_group=True,
+                                    adaptive_max_latents=100)
+  np.testing.assert_allclose(float(shaped(state)[small]), code, rtol=1e-5)
+  ratio = code / float(plain[small])
+  g_shaped = jax.grad(lambda s: shaped(s)[small])(state)
+  g_prior = jax.grad(lambda s: rate(s)[small])(state)
+  for part in ('latents', 'priors'):
+    for a, b in zip(jax.tree.leaves(getattr(g_shaped, part)), jax.tree.leaves(getattr(g_prior, part))):
+      np.testing.assert_allclose(np.asarray(a), ratio * np.asarray(b), rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(jax.grad(lambda s: shaped(s)[large])(state).latents[large]),
+                                np.asarray(jax.grad(lambda s: rate(s)[large])(state).latents[large]))
   no_rng = state_lib.rate(state, per_group=True, adaptive_max_latents=100)
   np.testing.assert_allclose(float(no_rng[small]), code, rtol=1e-5)
   np.testing.assert_allclose(float(no_rng[large]), priors.integer_bits(
