@@ -89,8 +89,9 @@ def prior_setting(rd):
   gradient = rd.get('latent_gradient', base.latent_gradient)
   adaptive = rd.get('adaptive_rate_max_latents', 0)
   # Runs from before rd.adaptive_rate_gradient existed (session 36) took the code's gradient.
-  if adaptive and rd.get('adaptive_rate_gradient', 'code') != 'prior':
-    adaptive = f'{adaptive} ({rd["adaptive_rate_gradient"]} gradient)'
+  gradient_of_small = rd.get('adaptive_rate_gradient', 'code')
+  if adaptive and gradient_of_small != 'prior':
+    adaptive = f'{adaptive} ({gradient_of_small} gradient)'
   return ((f' fit={fit}' if fit != base.prior_fit else '')
           + (f' gradient={gradient}' if gradient != base.latent_gradient else '')
           + (f' adaptive rate≤{adaptive}' if adaptive else '')
