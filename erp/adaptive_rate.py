@@ -77,6 +77,13 @@ def _code_bits(latents, half_width):
   return (names,) + code_bits(hists.reshape(len(names), 2 * half_width))
 
 
+def rounded_bits(latents, half_width):
+  """{group: bits} of latents {group: float array}: the code's length of their rounded
+  values, without gradient."""
+  names, bits, _, _ = _code_bits(latents, half_width)
+  return {n: bits[i] for i, n in enumerate(names)}
+
+
 def training_bits(latents, half_width):
   """{group: bits} of latents {group: float array} at their rounded values (the value), with
   gradient='code': the latents' gradient of the noise-averaged bits of the integers joined
@@ -93,9 +100,8 @@ def prior_shaped_bits(latents, prior_bits, half_width):
   latents, the gradients (to latents and priors) are those of prior_bits {group: the
   priors' training-time bits} scaled by code / prior bits: the smooth prior's pull toward
   its mode, at the strength of what the file spends."""
-  names, bits, _, _ = _code_bits(latents, half_width)
   out = {}
-  for i, n in enumerate(names):
-    ratio = bits[i] / jnp.maximum(jax.lax.stop_gradient(prior_bits[n]), 1.0)
-    out[n] = bits[i] + ratio * (prior_bits[n] - jax.lax.stop_gradient(prior_bits[n]))
+  for n, bits in rounded_bits(latents, half_width).items():
+    ratio = bits / jnp.maximum(jax.lax.stop_gradient(prior_bits[n]), 1.0)
+    out[n] = bits + ratio * (prior_bits[n] - jax.lax.stop_gradient(prior_bits[n]))
   return out

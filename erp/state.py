@@ -143,8 +143,7 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
     rounded = {k: jnp.round(v) for k, v in state.latents.items() if k not in small}
     bits = rate_term.group_bits(rounded, state.priors)
     if small:
-      bits.update(jax.lax.stop_gradient(
-          adaptive_rate.training_bits(small, rate_term.FIT_HALF_WIDTH)))
+      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH))
   else:
     views = {path: rate_term.coded_view(kind, state.latents[path].shape)
              for path, kind in state.kinds if kind != 'float'}
