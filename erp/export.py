@@ -80,11 +80,11 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive
 
 def _group_bits(trainable, group, prior_fit, max_adaptive):
   latent = np.round(np.asarray(trainable.latents[group], np.float32))
+  view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
   if latent.size <= max_adaptive:
-    return adaptive_rate.integer_bits(latent)
+    return adaptive_rate.integer_bits(latent, view)
   if prior_fit not in rate_term.ACTIVE_FITS:
     return priors.integer_bits(trainable.priors[group], latent)
-  view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
   if prior_fit == 'active_base' and len(view) >= 2:  # Less the mode (ties to 0).
     values, counts = np.unique(latent, return_counts=True)
     latent = latent - values[np.argmax(counts + 0.5 * (values == 0))]

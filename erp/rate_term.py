@@ -93,8 +93,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   those larger than prior_samples (the smaller ones need the density's
   gradient to the priors). All tables come from one batched call; groups
   evaluated exactly are batched too, zero-padded to the largest and masked.
-  Groups of at most adaptive_max_latents latents are priced by their adaptive code instead,
-  with adaptive_gradient's gradient (erp.adaptive_rate).
+  Groups of at most adaptive_max_latents latents are priced by their adaptive code instead
+  (the cheapest, ACTIVE ones included, of those views shows), with adaptive_gradient's
+  gradient (erp.adaptive_rate).
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
@@ -110,9 +111,9 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     rest = {n: v for n, v in latents.items() if n not in small}
     out = training_bits(latents if adaptive_gradient == 'prior' else rest, prior_params,
                         rng, prior_samples, table_points, fit, views, latent_gradient)
-    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH)
+    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH, views)
                       if adaptive_gradient == 'prior'
-                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH))}
+                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH, views))}
   names = sorted(latents)
   if not names:
     return {}

@@ -134,19 +134,20 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   latent_gradient: 'noisy' or 'interpolated', the latents' rate gradient).
   Without: the bits of the rounded latents, what the priors would spend coding
   them. Either way a group of at most adaptive_max_latents latents is priced by its
-  adaptive code's length instead (erp.adaptive_rate; its latents' gradient: the prior's
-  scaled to that length, adaptive_gradient='prior', or the code's own, 'code'). Returns the
+  adaptive code's length instead, the cheapest of its codes, ACTIVE ones included
+  (erp.adaptive_rate; its latents' gradient: the prior's scaled to that length,
+  adaptive_gradient='prior', or the code's own, 'code'). Returns the
   total, or {path: bits} with per_group=True.
   """
+  views = {path: rate_term.coded_view(kind, state.latents[path].shape)
+           for path, kind in state.kinds if kind != 'float'}
   if rng is None:
     small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
     rounded = {k: jnp.round(v) for k, v in state.latents.items() if k not in small}
     bits = rate_term.group_bits(rounded, state.priors)
     if small:
-      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH))
+      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH, views))
   else:
-    views = {path: rate_term.coded_view(kind, state.latents[path].shape)
-             for path, kind in state.kinds if kind != 'float'}
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
                                    prior_fit, views, latent_gradient, adaptive_max_latents,
                                    adaptive_gradient)
