@@ -6,7 +6,9 @@ import pytest
 
 from erp import adaptive
 from erp import adaptive_rate
+from erp import container
 from erp import export
+from erp import latent_code
 from erp import priors
 from erp import rate_term
 from erp import state as state_lib
@@ -134,3 +136,36 @@ def test_state_rate_and_export_price_small_groups_by_their_code():
   np.testing.assert_allclose(summary[small], code, rtol=1e-6)
   np.testing.assert_allclose(summary[large], export.rate_summary(state)['group_bits'][large])
   assert rate_term.FIT_HALF_WIDTH > np.abs(np.asarray(state.latents[small])).max()
+
+
+def test_a_kernel_the_file_codes_active_is_priced_by_that_code():
+  """A kernel at its most frequent value (-1) but in a block of rows, as LeNet5-Caffe's fc2:
+  priced by the cheapest of its codes, the ACTIVE one less that base, within 6 % of the
+  stream the file's writer spends on it and far below its whole code; the traced price
+  (training, erp.rate) equals the NumPy one (the export's), for 2 and 3 axes."""
+  rng = np.random.default_rng(7)
+  values = np.full((500, 10), -1, np.int64)
+  values[rng.choice(500, 80, replace=False)] = rng.integers(-4, 3, (80, 10))
+  whole = adaptive_rate.integer_bits(values)
+  priced = adaptive_rate.integer_bits(values, values.shape)
+  code = latent_code.write(container.Writer(), values)
+  assert code['mode'] == latent_code.ACTIVE
+  np.testing.assert_allclose(priced, 8 * len(code['stream']), rtol=0.06)
+  assert priced < 0.8 * whole
+  dft_like = np.zeros((5, 5, 3, 20), np.int64)  # A 'dft' kernel: the code sees [25, 3, 20].
+  dft_like[:2, :, :2, rng.choice(20, 6, replace=False)] = rng.integers(-3, 4, (2, 5, 2, 6))
+  for group, view in [(values, values.shape), (dft_like, (25, 3, 20)),
+                      (np.zeros((30, 10), np.int64), (30, 10))]:
+    traced = adaptive_rate.rounded_bits({'g': jnp.asarray(group, jnp.float32)},
+                                        rate_term.FIT_HALF_WIDTH, {'g': view})['g']
+    np.testing.assert_allclose(float(traced), adaptive_rate.integer_bits(group, view),
+                               rtol=1e-5, atol=1e-3)
+  assert adaptive_rate.integer_bits(dft_like, (25, 3, 20)) < adaptive_rate.integer_bits(dft_like)
+  # Through erp.rate (with and without rng) and the export's estimate: that same price.
+  state = state_lib.reparameterize({'fc': {'kernel': np.zeros((500, 10), np.float32)}}, seed=1)
+  state = state.replace(latents={'fc/kernel': jnp.asarray(values, jnp.float32)})
+  for rng_key in (jax.random.PRNGKey(0), None):
+    bits = state_lib.rate(state, rng_key, per_group=True, adaptive_max_latents=5000)
+    np.testing.assert_allclose(float(bits['fc/kernel']), priced, rtol=1e-5)
+  np.testing.assert_allclose(export.rate_summary(state, adaptive_max_latents=5000)[
+      'group_bits']['fc/kernel'], priced, rtol=1e-6)
