@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
+from erp import active
 from erp import adaptive
 from erp import latent_code
 from erp import rate_table
@@ -92,12 +93,7 @@ def _active_bits(rounded, mode, view, half_width):
   out = []
   for base in (0, mode):
     shifted = rounded - base
-    nonzero = (shifted != 0).reshape(view)
-    masks = [nonzero.any(axis=tuple(a for a in range(len(view)) if a != axis))
-             for axis in range(len(view))]
-    block = masks[0].reshape((-1,) + (1,) * (len(view) - 1))
-    for axis in range(1, len(view)):
-      block = block & masks[axis].reshape((1,) * axis + (-1,) + (1,) * (len(view) - axis - 1))
+    masks, block = active.masks_and_block((shifted != 0).reshape(view))
     hist = jnp.bincount(jnp.clip(shifted + half_width, 0, 2 * half_width - 1),
                         block.reshape(-1).astype(jnp.float32), length=2 * half_width)
     ones = sum(m.sum() for m in masks).astype(jnp.float32)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from erp import active
 from erp import adaptive_rate
 from erp import materialize
 from erp import packed
@@ -264,12 +265,7 @@ def active_block(values, view):
   fewer than two axes is one block (the coder codes it whole), no masks."""
   if len(view) < 2:
     return jnp.ones(values.shape, jnp.float32), jnp.float32(0.0)
-  nonzero = (jnp.round(values) != 0).reshape(view)
-  masks = [nonzero.any(axis=tuple(a for a in range(len(view)) if a != axis))
-           for axis in range(len(view))]
-  block = masks[0].reshape((-1,) + (1,) * (len(view) - 1))
-  for axis in range(1, len(view)):
-    block = block & masks[axis].reshape((1,) * axis + (-1,) + (1,) * (len(view) - axis - 1))
+  masks, block = active.masks_and_block((jnp.round(values) != 0).reshape(view))
   total = float(sum(view))
   fraction = sum(m.sum() for m in masks).astype(jnp.float32) / total
   p = jnp.clip(fraction, 1e-6, 1 - 1e-6)

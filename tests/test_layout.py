@@ -8,7 +8,7 @@ from conftest import REPO
 PACKAGE = os.path.join(REPO, 'erp')
 LIBRARY = ('erp', 'erp.errors', 'erp.exact', 'erp.state', 'erp.leaves', 'erp.reparam', 'erp.priors',
            'erp.packed', 'erp.materialize',
-           'erp.rate_term', 'erp.rate_table', 'erp.adaptive_rate', 'erp.noise',
+           'erp.rate_term', 'erp.rate_table', 'erp.adaptive_rate', 'erp.active', 'erp.noise',
            'erp.file', 'erp.coding', 'erp.container', 'erp.header_dictionary',
            'erp.adaptive', 'erp.binarized', 'erp.latent_code', 'erp.codecs', 'erp.codecs.epr',
            'erp.codecs.float', 'erp.codecs.surp', 'erp.codecs.surp_global', 'erp.codecs.miracle')
