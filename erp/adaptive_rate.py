@@ -78,9 +78,7 @@ def integer_bits(values, view=None):
   bits = _whole_bits(values)
   if view is None or len(view) < 2 or not values.size:
     return bits
-  uniques, counts = np.unique(values, return_counts=True)
-  mode = int(uniques[np.argmax(counts + 0.5 * (uniques == 0))])  # Ties go to 0.
-  for base in {0, mode}:
+  for base in {0, int(active.base(values))}:
     shifted = values.reshape(view) - base
     masks = latent_code.active_masks(shifted)
     bits = min(bits, _whole_bits(np.concatenate(masks).astype(np.int64))
@@ -121,7 +119,7 @@ def _code_bits(latents, half_width, views=None):
     if view is None or len(view) < 2:
       cheapest.append(bits[i])
       continue
-    mode = jnp.argmax(hists[i].astype(jnp.float32).at[half_width].add(0.5)) - half_width
+    mode = active.histogram_base(hists[i], half_width)
     cheapest.append(jnp.min(jnp.stack([bits[i]] + _active_bits(rounded[i], mode, view,
                                                                half_width))))
   return names, jnp.stack(cheapest), grid, own

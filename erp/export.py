@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 import erp
+from erp import active
 from erp import adaptive_rate
 from erp import cli
 from erp import config as config_lib
@@ -86,8 +87,7 @@ def _group_bits(trainable, group, prior_fit, max_adaptive):
   if prior_fit not in rate_term.ACTIVE_FITS:
     return priors.integer_bits(trainable.priors[group], latent)
   if prior_fit == 'active_base' and len(view) >= 2:  # Less the mode (ties to 0).
-    values, counts = np.unique(latent, return_counts=True)
-    latent = latent - values[np.argmax(counts + 0.5 * (values == 0))]
+    latent = latent - active.base(latent)
   block, mask_bits = rate_term.active_block(latent.ravel(), view)
   inside = latent.ravel()[np.asarray(block) > 0]
   return priors.integer_bits(trainable.priors[group], inside) + float(mask_bits)

@@ -205,8 +205,7 @@ def modes(latents, names, views, seeds=None, samples=0):
   if not indices:
     return jnp.zeros(len(names), jnp.float32)
   hists = jnp.bincount(jnp.concatenate(indices), length=len(names) * 2 * half)
-  hists = hists.reshape(len(names), 2 * half).astype(jnp.float32).at[:, half].add(0.5)
-  return (jnp.argmax(hists, -1) - half).astype(jnp.float32)
+  return active.histogram_base(hists.reshape(len(names), 2 * half), half).astype(jnp.float32)
 
 
 def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None, bases=None,
