@@ -443,3 +443,41 @@ def test_interpolated_latent_gradient_is_the_noise_averaged_slope_of_the_integer
   assert float(np.abs(noisy_change).max()) > 0.01
   with pytest.raises(ValueError, match='latent gradient'):
     rate_term.training_bits(latents, params, key, 0, 2048, 'noisy', views, 'interpolated')
+
+
+@pytest.mark.parametrize('fit,gradient,adaptive', [
+    ('rounded', 'noisy', 0), ('noisy', 'noisy', 0), ('active', 'interpolated', 0),
+    ('active_base', 'noisy', 0), ('rounded', 'noisy', 300)])
+def test_a_lazy_step_keeps_the_latents_gradient_and_leaves_the_priors(fit, gradient, adaptive):
+  """fit_priors=False (rd.prior_fit_every's steps between fits): every group's latents'
+  gradient is the full step's, for large (sampled, tabled) and small groups, ACTIVE and
+  adaptive ones too; the priors get no gradient and every value is 0."""
+  rng = np.random.default_rng(4)
+  latents = {'big': jnp.asarray(np.round(rng.normal(0, 2, (300, 40))) * (rng.random((300, 1)) < 0.3)
+                                + rng.uniform(-0.5, 0.5, (300, 40)), jnp.float32),
+             'small': jnp.asarray(rng.normal(-1, 1.5, (20, 10)), jnp.float32),
+             'bias': jnp.asarray(rng.normal(0, 3, 40), jnp.float32)}
+  params = {n: packed.Packed.of(priors.init(jax.random.PRNGKey(i), init_scale=4.0))
+            for i, n in enumerate(sorted(latents))}
+  views = {n: v.shape for n, v in latents.items()}
+  key = jax.random.PRNGKey(9)
+
+  def bits(fit_priors):
+    return lambda l, p: rate_term.training_bits(
+        l, p, key, 4096, 2048, fit, views, gradient, adaptive,
+        'code' if adaptive else 'prior', fit_priors=fit_priors)
+
+  full_grads = jax.grad(lambda l, p: sum(bits(True)(l, p).values()), (0, 1))(latents, params)
+  values = bits(False)(latents, params)
+  lazy_grads = jax.grad(lambda l, p: sum(bits(False)(l, p).values()), (0, 1))(latents, params)
+  assert set(values) == set(latents) and all(float(v) == 0 for v in values.values())
+  for n in latents:
+    assert float(jnp.abs(full_grads[0][n]).max()) > 0
+    np.testing.assert_allclose(np.asarray(lazy_grads[0][n]), np.asarray(full_grads[0][n]),
+                               rtol=1e-6, atol=1e-7)
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(full_grads[1]))
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(lazy_grads[1]))
+  if adaptive:
+    with pytest.raises(ValueError, match="adaptive_gradient='prior'"):
+      rate_term.training_bits(latents, params, key, 4096, 2048, fit, views, gradient, adaptive,
+                              'prior', fit_priors=False)
