@@ -1,7 +1,7 @@
 """How many XLA operations the EPR and float steps run: a step-cost measure free of timing noise.
 
 python benchmarks/step_ops.py [--model lenet300] [--dataset mnist] [--prior_fit FIT]
-    [--latent_gradient G] [--prior_fit_every N] [--out FILE.json]
+    [--out FILE.json]
 
 On a CPU the EPR step's extra time over the float step goes mostly to launching
 many small operations (XLA:CPU runs each fusion, copy or loop as its own thunk,
@@ -68,9 +68,8 @@ def _elements(shape):
   return size
 
 
-def count(stepper, network, fit_priors=True):
-  text = stepper.step.lower(stepper.state, *stepper.batches[0],
-                            fit_priors=fit_priors).compile().as_text()
+def count(stepper, network):
+  text = stepper.step.lower(stepper.state, *stepper.batches[0]).compile().as_text()
   ops = entry_ops(text)
   parts = collections.Counter(part(name, network) for _, _, name in ops)
   return {'ops': len(ops), 'parts': dict(parts.most_common()),
@@ -87,30 +86,18 @@ def main():
   p.add_argument('--model', default='lenet300')
   p.add_argument('--dataset', default='mnist')
   p.add_argument('--prior_fit', default=config_lib.base_config().rd.prior_fit)
-  p.add_argument('--latent_gradient', default=config_lib.base_config().rd.latent_gradient)
-  p.add_argument('--prior_fit_every', type=int, default=config_lib.base_config().rd.prior_fit_every)
   p.add_argument('--out', default='experiments/results/benchmarks/step_ops.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
-  record = {'model': args.model, 'dataset': args.dataset, 'prior_fit': args.prior_fit,
-            'latent_gradient': args.latent_gradient,
-            'prior_fit_every': args.prior_fit_every}
+  record = {'model': args.model, 'dataset': args.dataset, 'prior_fit': args.prior_fit}
   for enabled in (False, True):
     config = config_lib.base_config()
     config.model.name, config.data.name = args.model, args.dataset
     config.rd.enabled, config.rd.lmbda = enabled, 1.0 if enabled else 0.0
-    config.rd.prior_fit, config.rd.prior_fit_every = args.prior_fit, args.prior_fit_every
-    config.rd.latent_gradient = args.latent_gradient
+    config.rd.prior_fit = args.prior_fit
     network = type(runs.build_model(config)[0]).__name__
-    stepper = Stepper(config, images, labels, 4)
-    record['epr' if enabled else 'float'] = count(stepper, network)
-  every = args.prior_fit_every
-  ops = record['epr']['ops']
-  if every > 1:  # The steps between fits (erp.train.fits_priors).
-    record['epr_lazy'] = count(stepper, network, fit_priors=False)
-    ops = (ops + (every - 1) * record['epr_lazy']['ops']) / every
-  record['epr_ops_per_step'] = ops
-  record['ops_ratio'] = ops / record['float']['ops']
+    record['epr' if enabled else 'float'] = count(Stepper(config, images, labels, 4), network)
+  record['ops_ratio'] = record['epr']['ops'] / record['float']['ops']
   record_lib.write({**record, **record_lib.machine()}, args.out)
 
 

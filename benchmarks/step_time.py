@@ -2,7 +2,7 @@
 
 python benchmarks/step_time.py [--model lenet5] [--dataset mnist] [--width 1]
     [--rounds 15] [--block 20] [--rate_table_points N] [--lmbda L] [--prior_fit FIT]
-    [--latent_gradient noisy|interpolated] [--prior_fit_every N] [--out FILE.json]
+    [--latent_gradient noisy|interpolated] [--out FILE.json]
 
 CIFAR shapes without CIFAR-10: write a synthetic one in the original format
 (benchmarks/synthetic_cifar10.py --out DIR) and run with ERP_DATA_DIR=DIR.
@@ -41,7 +41,6 @@ class Stepper:
                                   batch_stats=batch_stats, opt_state=tx.init(trainable),
                                   rng=jax.random.PRNGKey(0))
     self.step = train.make_train_step(config, model, ds, tx, len(labels))
-    self.config, self.count = config, 0  # Steps taken: which fit the priors (fits_priors).
     batch = config.train.batch_size
     idx = np.arange(batch * block).reshape(block, batch) % len(labels)
     self.batches = [(jnp.asarray(images[i]), jnp.asarray(labels[i])) for i in idx]
@@ -52,9 +51,7 @@ class Stepper:
     steps = 3 if warmup else len(self.batches)
     t0 = time.perf_counter()
     for i in range(steps):
-      self.state, _ = self.step(self.state, *self.batches[i],
-                                fit_priors=train.fits_priors(self.config, self.count))
-      self.count += 1
+      self.state, _ = self.step(self.state, *self.batches[i])
     jax.block_until_ready(self.state)
     return (time.perf_counter() - t0) / steps
 
@@ -86,8 +83,6 @@ def main():
                  help='rd.prior_fit of the EPR step (erp.rate_term.FITS)')
   p.add_argument('--latent_gradient', default=config_lib.base_config().rd.latent_gradient,
                  help='rd.latent_gradient of the EPR step (erp.rate_term.LATENT_GRADIENTS)')
-  p.add_argument('--prior_fit_every', type=int, default=config_lib.base_config().rd.prior_fit_every,
-                 help='rd.prior_fit_every of the EPR step (its steps follow erp.train.fits_priors)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
@@ -102,7 +97,6 @@ def main():
     config.rd.rate_table_points = args.rate_table_points
     config.rd.prior_fit = args.prior_fit
     config.rd.latent_gradient = args.latent_gradient
-    config.rd.prior_fit_every = args.prior_fit_every
     steppers['epr' if enabled else 'float'] = Stepper(config, images, labels, args.block)
   times = alternate(steppers, args.rounds)
   ratios = np.array(times['epr']) / np.array(times['float'])
@@ -110,7 +104,6 @@ def main():
             'batch_size': args.batch_size,
             'rate_table_points': args.rate_table_points, 'lmbda': args.lmbda,
             'prior_fit': args.prior_fit, 'latent_gradient': args.latent_gradient,
-            'prior_fit_every': args.prior_fit_every,
             'rounds': args.rounds,
             'steps_per_block': args.block,
             'float_step_ms': 1000 * float(np.median(times['float'])),

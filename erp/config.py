@@ -78,8 +78,6 @@ def base_config():
   # their adaptive code's length, not their prior (erp.adaptive_rate); 0: none.
   c.rd.adaptive_rate_gradient = 'prior'  # Their latents' gradient: the prior's scaled to
   # that length, or 'code', the code's own local slope.
-  c.rd.prior_fit_every = 1  # Fit the priors every N steps (erp.train.fits_priors); the
-  # latents' rate gradient comes every step. >1 with adaptive_rate_gradient='code' only.
   c.rd.conv_decoder = 'dft'  # 'dft' or 'affine'.
   c.rd.float_pattern = ''  # Regex of param paths left float, besides norm layers (by role).
   c.rd.init_levels = 4.0  # Initial step = std(theta) / init_levels,
@@ -223,14 +221,6 @@ def validate(config):
   if config.rd.adaptive_rate_gradient not in rate_term.ADAPTIVE_GRADIENTS:
     raise ErpError(f'rd.adaptive_rate_gradient must be one of {rate_term.ADAPTIVE_GRADIENTS}, '
                    f'got {config.rd.adaptive_rate_gradient!r}')
-  every = config.rd.get('prior_fit_every', 1)
-  if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-    raise ErpError(f'rd.prior_fit_every must be an integer >= 1, got {every!r}')
-  if (every > 1 and config.rd.adaptive_rate_max_latents
-      and config.rd.adaptive_rate_gradient == 'prior'):
-    raise ErpError("rd.prior_fit_every > 1 needs rd.adaptive_rate_gradient='code' when "
-                   "rd.adaptive_rate_max_latents > 0: the 'prior' gradient is scaled by the "
-                   "priors' bits, which the steps between fits do not compute")
   fit, gradient = config.rd.prior_fit, config.rd.get('latent_gradient', 'noisy')
   if fit not in rate_term.FITS:
     raise ErpError(f'rd.prior_fit must be one of {rate_term.FITS}, got {fit!r}')

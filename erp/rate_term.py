@@ -53,7 +53,7 @@ FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a his
 
 def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
                   views=None, latent_gradient='noisy', adaptive_max_latents=0,
-                  adaptive_gradient='prior', fit_priors=True):
+                  adaptive_gradient='prior'):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
@@ -97,10 +97,6 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   Groups of at most adaptive_max_latents latents are priced by their adaptive code instead
   (the cheapest, ACTIVE ones included, of those views shows), with adaptive_gradient's
   gradient (erp.adaptive_rate).
-  fit_priors=False (a lazy step, rd.prior_fit_every): the latents' gradient alone, as
-  above; no gradient to the priors and every value 0, for the fit, its histograms and
-  the value were most of the rate's XLA operations (LeNet-300-100: 256 a step, 174
-  without). Not with adaptive_gradient='prior', whose gradient is scaled by the value.
   """
   if fit not in FITS:
     raise ValueError(f'unknown prior fit {fit!r}; known: {FITS}')
@@ -112,36 +108,13 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   if adaptive_gradient not in ADAPTIVE_GRADIENTS:
     raise ValueError(f'unknown adaptive rate gradient {adaptive_gradient!r}')
   small = {n: v for n, v in latents.items() if v.size <= adaptive_max_latents}
-  if small and not fit_priors and adaptive_gradient == 'prior':
-    raise ValueError("fit_priors=False with adaptive_gradient='prior': that gradient is "
-                     "scaled by the priors' bits, which a lazy step does not compute")
   if small:  # Priced by their adaptive code (erp.adaptive_rate), the others by their priors.
     rest = {n: v for n, v in latents.items() if n not in small}
     out = training_bits(latents if adaptive_gradient == 'prior' else rest, prior_params,
-                        rng, prior_samples, table_points, fit, views, latent_gradient,
-                        fit_priors=fit_priors)
-    adaptive = (adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH, views)
-                if adaptive_gradient == 'prior'
-                else adaptive_rate.training_bits(small, FIT_HALF_WIDTH, views))
-    return {**out, **(adaptive if fit_priors else _gradient_only(adaptive))}
-  if not fit_priors:
-    return _gradient_only(_latents_part(latents, jax.lax.stop_gradient(prior_params), rng,
-                                        prior_samples, table_points, fit, views,
-                                        latent_gradient, fit_priors=False))
-  return _latents_part(latents, prior_params, rng, prior_samples, table_points, fit, views,
-                       latent_gradient)
-
-
-def _gradient_only(bits):
-  """{group: 0 with the gradients of bits}: a lazy step's rate."""
-  return {n: b - jax.lax.stop_gradient(b) for n, b in bits.items()}
-
-
-def _latents_part(latents, prior_params, rng, prior_samples, table_points, fit, views,
-                  latent_gradient, fit_priors=True):
-  """training_bits of groups all priced by their priors; fit_priors=False skips the fit
-  (its histograms and the priors' gradient) and the value with it."""
-  active = fit in ACTIVE_FITS
+                        rng, prior_samples, table_points, fit, views, latent_gradient)
+    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH, views)
+                      if adaptive_gradient == 'prior'
+                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH, views))}
   names = sorted(latents)
   if not names:
     return {}
@@ -150,13 +123,6 @@ def _latents_part(latents, prior_params, rng, prior_samples, table_points, fit, 
   sizes = [latents[n].size for n in names]
   offsets = np.cumsum([0] + sizes)
   bases = modes(latents, names, views, seeds[1:], prior_samples) if fit == 'active_base' else None
-  if latent_gradient == 'interpolated' and not fit_priors:
-    grid = jax.vmap(lambda p: priors.integer_grid_bits(p, -FIT_HALF_WIDTH, 2 * FIT_HALF_WIDTH))(
-        _stack([prior_params[n] for n in names]))
-    slopes = rate_table.integer_slopes(jax.lax.stop_gradient(grid))
-    return {n: rate_table.expected_slope_only(
-        slopes[i], latents[n] if bases is None else latents[n] - bases[i])
-            for i, n in enumerate(names)}
   if latent_gradient == 'interpolated':
     fit_bits, grid = rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
                                   views if active else None, bases, return_grid=True)
@@ -181,7 +147,7 @@ def _latents_part(latents, prior_params, rng, prior_samples, table_points, fit, 
             for n in names}
   fit_bits = (rounded_bits(latents, prior_params, names, seeds[1:], prior_samples,
                            views if active else None, bases)
-              if fit != 'noisy' and fit_priors else None)
+              if fit != 'noisy' else None)
   out = {}
   if batched:
     sizes = [latents[n].size for n in batched]
@@ -208,7 +174,7 @@ def _latents_part(latents, prior_params, rng, prior_samples, table_points, fit, 
   for n in large:
     if n not in tabled:
       out[n] = bits_of(jax.lax.stop_gradient(prior_params[n]), noisy[n]).sum()
-  if large and fit == 'noisy' and fit_priors:  # The priors' gradient, from samples.
+  if large and fit == 'noisy':  # The priors' gradient, from samples.
     idx = [sample_indices(seeds[1 + names.index(n)], prior_samples, latents[n].size)
            for n in large]
     x = jnp.stack([jax.lax.stop_gradient(noisy[n].ravel()[idx[i]]) for i, n in enumerate(large)])

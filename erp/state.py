@@ -121,7 +121,7 @@ def decode(state, quantize=True, exact=False):
 
 def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2048,
          prior_fit='rounded', latent_gradient='noisy', adaptive_max_latents=0,
-         adaptive_gradient='prior', fit_priors=True):
+         adaptive_gradient='prior'):
   """Bits of the latents under their priors (EPR eq. 1's rate term).
 
   With rng: the training-time rate, differentiable to latents (at latents +
@@ -136,9 +136,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   them. Either way a group of at most adaptive_max_latents latents is priced by its
   adaptive code's length instead, the cheapest of its codes, ACTIVE ones included
   (erp.adaptive_rate; its latents' gradient: the prior's scaled to that length,
-  adaptive_gradient='prior', or the code's own, 'code'). fit_priors=False (with
-  rng): a lazy step's rate, the latents' gradient alone, value 0 (rd.prior_fit_every).
-  Returns the total, or {path: bits} with per_group=True.
+  adaptive_gradient='prior', or the code's own, 'code'). Returns the
+  total, or {path: bits} with per_group=True.
   """
   views = {path: rate_term.coded_view(kind, state.latents[path].shape)
            for path, kind in state.kinds if kind != 'float'}
@@ -151,7 +150,7 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   else:
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
                                    prior_fit, views, latent_gradient, adaptive_max_latents,
-                                   adaptive_gradient, fit_priors)
+                                   adaptive_gradient)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)

@@ -68,17 +68,6 @@ def make_optimizer(config, total_steps, steps_per_epoch):
                              floats=opt(config.optim.lr, config.optim.weight_decay))
 
 
-def fits_priors(config, step):
-  """Whether training step `step` (0-based) fits the priors: every rd.prior_fit_every-th.
-
-  Fitting them every few steps (lazily, as StyleGAN2 regularizes every 16th minibatch:
-  Karras et al. 2020, sec. 3.1) leaves the latents' gradient as it is and skips most of
-  the rate's work in the other steps; the priors track latents that move ~1/20 of an
-  integer a step (rd.latent_lr).
-  """
-  return not config.rd.enabled or step % config.rd.get('prior_fit_every', 1) == 0
-
-
 def apply_train(model, params, batch_stats, images, rng):
   """(logits, updated batch_stats) of the model in training mode; rng drives dropout."""
   variables = {'params': params, **({'batch_stats': batch_stats} if batch_stats else {})}
@@ -103,12 +92,7 @@ def replicate(tree, mesh):
 
 
 def make_train_step(config, model, ds, tx, num_train, param_transform=None):
-  """jit(state, uint8 images [batch, h, w, c], labels [batch], fit_priors=True) ->
-  (state, metrics).
-
-  fit_priors=False is a lazy step (rd.prior_fit_every, fits_priors): the latents,
-  decoders and float leaves move as in any step, the priors and their optimizer's
-  state stay, and the metrics hold no loss or bits (erp.rate_term.training_bits).
+  """jit(state, uint8 images [batch, h, w, c], labels [batch]) -> (state, metrics).
 
   One step per call: on XLA:CPU a lax.scan over steps runs convolutions ~10x slower
   (LeNet5, 2 cores), and dispatch is asynchronous anyway. param_transform (params ->
@@ -125,7 +109,7 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   distill_weight = float(config.train.get('distill_weight', 0.0))
   temperature = float(config.train.get('distill_temperature', 1.0))
 
-  def loss_fn(trainable, batch_stats, images, labels, rng, lmbda_now, fit_priors):
+  def loss_fn(trainable, batch_stats, images, labels, rng, lmbda_now):
     k_noise, k_dropout = jax.random.split(rng)
     params = state_lib.decode(trainable)
     if param_transform is not None:
@@ -143,28 +127,22 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
                                 table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
                                 latent_gradient=rd.latent_gradient,
                                 adaptive_max_latents=rd.adaptive_rate_max_latents,
-                                adaptive_gradient=rd.adaptive_rate_gradient,
-                                fit_priors=fit_priors)
+                                adaptive_gradient=rd.adaptive_rate_gradient)
     loss = task + lmbda_now * total_bits / num_train
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
-    metrics = {'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy}
-    if not fit_priors:  # A lazy step's rate has no value: its loss and bits are not known.
-      del metrics['loss'], metrics['bits']
-    return loss, (metrics, batch_stats)
+    return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
+                  batch_stats)
 
-  @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=('fit_priors',))
-  def train_step(state, images, labels, fit_priors=True):
+  @functools.partial(jax.jit, donate_argnums=(0,))
+  def train_step(state, images, labels):
     rng, _, k_noise = jax.random.split(state.rng, 3)  # Three, as when augmentation was here.
     images = data.preprocess(images, ds)
     lmbda_now = lmbda if warmup_steps <= 0 else lmbda * jnp.minimum(
         1.0, (state.step + 1) / warmup_steps)
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state.trainable, state.batch_stats, images, labels, k_noise, lmbda_now, fit_priors)
+        state.trainable, state.batch_stats, images, labels, k_noise, lmbda_now)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    if not fit_priors:  # The priors and their optimizer's state wait for the next fit.
-      trainable = trainable.replace(priors=state.trainable.priors)
-      opt_state = {**opt_state, 'priors': state.opt_state['priors']}
     return state.replace(step=state.step + 1, trainable=trainable,
                          batch_stats=batch_stats, opt_state=opt_state, rng=rng), metrics
 
@@ -244,9 +222,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
   for epoch in range(first_epoch, num_epochs):
     epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
     for s in range(epoch_steps):
-      step_index = epoch * steps_per_epoch + s
-      state, metrics = train_step(state, *next(batches),
-                                  fit_priors=fits_priors(config, step_index))
+      state, metrics = train_step(state, *next(batches))
       pending.append(metrics)
       if t_loop is None:
         jax.block_until_ready(metrics)
@@ -256,18 +232,15 @@ def train_and_evaluate(config, workdir, overwrite=False):
         steps_done += 1
       if len(pending) < config.train.log_every_steps and s + 1 < epoch_steps:
         continue
-      # Each over the steps that report it (lazy steps report no loss or bits).
-      metrics = {k: float(np.mean([m[k] for m in pending if k in m]))
-                 for k in dict.fromkeys(k for m in pending for k in m)}
+      metrics = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
       pending = []
       rate = steps_done / max(time.time() - t_loop, 1e-9)
       step = int(state.step)
-      loss = metrics.get('loss', metrics['ce'])
-      if not np.isfinite(loss):  # Checkpoints keep the last finite state.
-        raise ErpError(f'training diverged: the loss is {loss} by step {step} '
+      if not np.isfinite(metrics['loss']):  # Checkpoints keep the last finite state.
+        raise ErpError(f'training diverged: the loss is {metrics["loss"]} by step {step} '
                        f'(epoch {epoch + 1}); the newest checkpoint in {workdir} is from before')
-      print(f'step {step}/{total_steps} epoch {epoch + 1} loss {loss:.4f} '
-            f'ce {metrics["ce"]:.4f} bits {metrics.get("bits", float("nan")):.0f} '
+      print(f'step {step}/{total_steps} epoch {epoch + 1} loss {metrics["loss"]:.4f} '
+            f'ce {metrics["ce"]:.4f} bits {metrics["bits"]:.0f} '
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '
             f'ETA {_format_eta((total_steps - step) / rate) if steps_done else "-"}',
             flush=True)

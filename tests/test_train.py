@@ -250,49 +250,6 @@ def _steps(c, num_steps, batch=64):
   return history, state
 
 
-def test_lazy_prior_fit_moves_the_priors_every_nth_step_only(tmp_path, data_dir):
-  """rd.prior_fit_every=3: steps 0, 3, 6, ... fit the priors (train.fits_priors); the
-  others move the latents as any step does, leave the priors and their optimizer's state
-  exactly as they were and report no loss or bits; the loop logs the mean of what the
-  steps report; a count below 1, a bool, or one with the adaptive 'prior' gradient is refused."""
-  from erp import data
-  c = _config(data_dir, enabled=True, lmbda=1.0, prior_fit_every=3)
-  assert [train.fits_priors(c, s) for s in range(7)] == [True, False, False] * 2 + [True]
-  model, ds, trainable, batch_stats = runs.setup(c)
-  tx = train.make_optimizer(c, 100, 100)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                           batch_stats=batch_stats, opt_state=tx.init(trainable),
-                           rng=jax.random.PRNGKey(0))
-  step = train.make_train_step(c, model, ds, tx, 50000)
-  images, labels = data.load_split(c.data, 'train')
-  leaves = lambda tree: [np.array(x) for x in jax.tree.leaves(tree)]
-  changed = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(a, b))
-  for i in range(5):
-    old = [leaves(state.trainable.priors), leaves(state.opt_state['priors']),
-           leaves(state.trainable.latents)]
-    state, metrics = step(state, images[i * 64:(i + 1) * 64], labels[i * 64:(i + 1) * 64],
-                          fit_priors=train.fits_priors(c, i))
-    new = [leaves(state.trainable.priors), leaves(state.opt_state['priors']),
-           leaves(state.trainable.latents)]
-    assert [changed(a, b) for a, b in zip(old, new)] == [i % 3 == 0, i % 3 == 0, True]
-    assert {'bits', 'loss'} <= set(metrics) if i % 3 == 0 else set(metrics) == {'ce', 'accuracy'}
-  c.train.num_steps, c.train.log_every_steps = 12, 4
-  result = train.train_and_evaluate(c, str(tmp_path))
-  logged = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  train_lines = [l for l in logged if l['split'] == 'train']
-  assert result['steps'] == 12 and len(train_lines) == 3
-  assert all(np.isfinite(l['bits']) and l['bits'] > 0 and np.isfinite(l['loss'])
-             for l in train_lines)
-  for bad in (0, -3, True):
-    wrong = c.copy_and_resolve_references()
-    wrong.rd.prior_fit_every = bad
-    with pytest.raises(erp.ErpError, match='rd.prior_fit_every must be an integer >= 1'):
-      train.train_and_evaluate(wrong, '/nonexistent/never/written')
-  c.rd.prior_fit_every, c.rd.adaptive_rate_max_latents = 2, 8192
-  with pytest.raises(erp.ErpError, match="needs rd.adaptive_rate_gradient='code'"):
-    train.train_and_evaluate(c, '/nonexistent/never/written')
-
-
 def test_bfloat16_compute_trains_like_float32_and_keeps_the_state_float32(data_dir):
   """train.compute_dtype='bfloat16': forward and backward in bfloat16 (a GPU's fast path),
   the trainable state and batch statistics in float32; the first loss within bfloat16's
