@@ -1,25 +1,31 @@
-"""The block an ACTIVE code holds (erp.latent_code), traced: what training prices of it.
+"""The block an ACTIVE code holds (erp.latent_code): what the file writes and training prices.
 
 The file stores, for each axis of a group's coded view, which slices hold a
 nonzero, then codes the block those masks cut out (the zeros outside cost
-nothing). erp.latent_code.active_masks finds them in NumPy when writing;
-these are the same masks as JAX arrays, for the rate's estimate of that code
-(erp.rate_term.active_block, erp.adaptive_rate), and the base an ACTIVE_BASE code
-subtracts as training prices it: the most frequent value, ties going to 0.
+nothing). masks finds them on NumPy arrays (erp.latent_code's writer) and traced
+ones (the rate's estimate of that code: erp.rate_term.active_block,
+erp.adaptive_rate); base is what an ACTIVE_BASE code subtracts as training prices
+it: the most frequent value, ties going to 0.
 """
 import jax.numpy as jnp
 import numpy as np
 
 
-def masks_and_block(nonzero):
-  """([bool [n] per axis: the slices of nonzero (bool, the coded view) that hold a True],
-  bool block of nonzero's shape: the product of those slices)."""
+def masks(nonzero):
+  """[bool [n] per axis: the slices of nonzero (bool, the coded view; NumPy or traced) that
+  hold a True]."""
   ndim = nonzero.ndim
-  masks = [nonzero.any(axis=tuple(a for a in range(ndim) if a != axis)) for axis in range(ndim)]
-  block = masks[0].reshape((-1,) + (1,) * (ndim - 1))
+  return [nonzero.any(axis=tuple(a for a in range(ndim) if a != axis)) for axis in range(ndim)]
+
+
+def masks_and_block(nonzero):
+  """(masks(nonzero), bool block of nonzero's shape: the product of those slices)."""
+  ndim = nonzero.ndim
+  slices = masks(nonzero)
+  block = slices[0].reshape((-1,) + (1,) * (ndim - 1))
   for axis in range(1, ndim):
-    block = block & masks[axis].reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
-  return masks, block
+    block = block & slices[axis].reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
+  return slices, block
 
 
 def base(values):

@@ -44,6 +44,7 @@ meant, in every row of the 414-422 fc1 units no input reaches and most of the ot
 """
 import numpy as np
 
+from erp import active
 from erp import adaptive
 from erp import binarized
 from erp import coding
@@ -107,9 +108,7 @@ def _num_bytes(best):
 
 def active_masks(values):
   """[bool [n_axis]] per axis: the indices whose slice of values holds a nonzero."""
-  nonzero = np.asarray(values) != 0
-  return [nonzero.any(axis=tuple(a for a in range(nonzero.ndim) if a != axis))
-          for axis in range(nonzero.ndim)]
+  return active.masks(np.asarray(values) != 0)
 
 
 def _bases(values, version):
