@@ -1,19 +1,21 @@
 """How many XLA operations the EPR and float steps run: a step-cost measure free of timing noise.
 
 python benchmarks/step_ops.py [--model lenet300] [--dataset mnist] [--prior_fit FIT]
-    [--out FILE.json]
+    [--rate_every K] [--out FILE.json]
 
 On a CPU the EPR step's extra time over the float step goes mostly to launching
 many small operations (XLA:CPU runs each fusion, copy or loop as its own thunk,
 a few microseconds each, whatever its size), and on the shared 2-core machine
 step times drift by more than a change worth making. This compiles both steps
-(erp.train.make_train_step, as benchmarks/step_time.py builds them) and counts
+(erp.train_step.make_train_step, as benchmarks/step_time.py builds them) and counts
 the operations of each program's entry computation (fusions, dots, copies,
 scatters, calls, loops, conditionals; not parameters, tuples, bitcasts or
 constants), attributes them by the JAX operation that produced them, and lists
 the copies of arrays of >= 4096 elements (a copy of a latent array costs as much
 as a pass over it: a read of the latents ordered after their in-place update
-makes XLA copy them first). Writes the record as JSON.
+makes XLA copy them first). With --rate_every K > 1 it also counts the EPR step
+without the rate (erp.train_step.computes_rate) and the mean over a cycle of K
+steps. Writes the record as JSON.
 """
 import argparse
 import collections
@@ -68,8 +70,9 @@ def _elements(shape):
   return size
 
 
-def count(stepper, network):
-  text = stepper.step.lower(stepper.state, *stepper.batches[0]).compile().as_text()
+def count(stepper, network, with_rate=True):
+  text = stepper.step.lower(stepper.state, *stepper.batches[0],
+                            with_rate=with_rate).compile().as_text()
   ops = entry_ops(text)
   parts = collections.Counter(part(name, network) for _, _, name in ops)
   return {'ops': len(ops), 'parts': dict(parts.most_common()),
@@ -86,18 +89,27 @@ def main():
   p.add_argument('--model', default='lenet300')
   p.add_argument('--dataset', default='mnist')
   p.add_argument('--prior_fit', default=config_lib.base_config().rd.prior_fit)
+  p.add_argument('--rate_every', type=int, default=config_lib.base_config().rd.rate_every)
   p.add_argument('--out', default='experiments/results/benchmarks/step_ops.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
-  record = {'model': args.model, 'dataset': args.dataset, 'prior_fit': args.prior_fit}
+  record = {'model': args.model, 'dataset': args.dataset, 'prior_fit': args.prior_fit,
+            'rate_every': args.rate_every}
   for enabled in (False, True):
     config = config_lib.base_config()
     config.model.name, config.data.name = args.model, args.dataset
     config.rd.enabled, config.rd.lmbda = enabled, 1.0 if enabled else 0.0
-    config.rd.prior_fit = args.prior_fit
+    config.rd.prior_fit, config.rd.rate_every = args.prior_fit, args.rate_every
     network = type(runs.build_model(config)[0]).__name__
-    record['epr' if enabled else 'float'] = count(Stepper(config, images, labels, 4), network)
+    stepper = Stepper(config, images, labels, 4)
+    record['epr' if enabled else 'float'] = count(stepper, network)
+    if enabled and args.rate_every > 1:
+      record['epr_without_rate'] = count(stepper, network, with_rate=False)
   record['ops_ratio'] = record['epr']['ops'] / record['float']['ops']
+  if args.rate_every > 1:  # Over a cycle: one step with the rate, K - 1 without.
+    record['ops_per_step'] = (record['epr']['ops'] + (args.rate_every - 1)
+                              * record['epr_without_rate']['ops']) / args.rate_every
+    record['ops_per_step_ratio'] = record['ops_per_step'] / record['float']['ops']
   record_lib.write({**record, **record_lib.machine()}, args.out)
 
 

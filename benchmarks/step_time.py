@@ -2,12 +2,12 @@
 
 python benchmarks/step_time.py [--model lenet5] [--dataset mnist] [--width 1]
     [--rounds 15] [--block 20] [--rate_table_points N] [--lmbda L] [--prior_fit FIT]
-    [--latent_gradient noisy|interpolated] [--out FILE.json]
+    [--latent_gradient noisy|interpolated] [--rate_every K] [--out FILE.json]
 
 CIFAR shapes without CIFAR-10: write a synthetic one in the original format
 (benchmarks/synthetic_cifar10.py --out DIR) and run with ERP_DATA_DIR=DIR.
 
-Both steps come from erp.train.make_train_step; the float one is the same code
+Both steps come from erp.train_step.make_train_step; the float one is the same code
 with rd.enabled=False. Steps are dispatched back to back as erp.train does
 (asynchronously) in blocks of --block steps. The shared 2-core machine's speed
 drifts by +-20 % over a minute, so the two steps are timed in alternating
@@ -26,7 +26,7 @@ import numpy as np
 from erp import config as config_lib
 from erp import data
 from erp import runs
-from erp import train
+from erp import train_step
 
 import record as record_lib  # benchmarks/record.py, beside this script.
 
@@ -36,11 +36,13 @@ class Stepper:
 
   def __init__(self, config, images, labels, block):
     model, ds, trainable, batch_stats = runs.setup(config)
-    tx = train.make_optimizer(config, 10_000, 100)
-    self.state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                                  batch_stats=batch_stats, opt_state=tx.init(trainable),
-                                  rng=jax.random.PRNGKey(0))
-    self.step = train.make_train_step(config, model, ds, tx, len(labels))
+    tx = train_step.make_optimizer(config, 10_000, 100)
+    self.state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                                       batch_stats=batch_stats, opt_state=tx.init(trainable),
+                                       rng=jax.random.PRNGKey(0),
+                                       rate_grads=train_step.initial_rate_grads(config, trainable))
+    self.step = train_step.make_train_step(config, model, ds, tx, len(labels))
+    self.config, self.count = config, 0  # Steps taken: which compute the rate.
     batch = config.train.batch_size
     idx = np.arange(batch * block).reshape(block, batch) % len(labels)
     self.batches = [(jnp.asarray(images[i]), jnp.asarray(labels[i])) for i in idx]
@@ -51,7 +53,9 @@ class Stepper:
     steps = 3 if warmup else len(self.batches)
     t0 = time.perf_counter()
     for i in range(steps):
-      self.state, _ = self.step(self.state, *self.batches[i])
+      self.state, _ = self.step(self.state, *self.batches[i],
+                                with_rate=train_step.computes_rate(self.config, self.count))
+      self.count += 1
     jax.block_until_ready(self.state)
     return (time.perf_counter() - t0) / steps
 
@@ -83,6 +87,8 @@ def main():
                  help='rd.prior_fit of the EPR step (erp.rate_term.FITS)')
   p.add_argument('--latent_gradient', default=config_lib.base_config().rd.latent_gradient,
                  help='rd.latent_gradient of the EPR step (erp.rate_term.LATENT_GRADIENTS)')
+  p.add_argument('--rate_every', type=int, default=config_lib.base_config().rd.rate_every,
+                 help='rd.rate_every of the EPR step (its steps follow erp.train_step.computes_rate)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')
@@ -97,6 +103,7 @@ def main():
     config.rd.rate_table_points = args.rate_table_points
     config.rd.prior_fit = args.prior_fit
     config.rd.latent_gradient = args.latent_gradient
+    config.rd.rate_every = args.rate_every
     steppers['epr' if enabled else 'float'] = Stepper(config, images, labels, args.block)
   times = alternate(steppers, args.rounds)
   ratios = np.array(times['epr']) / np.array(times['float'])
@@ -104,6 +111,7 @@ def main():
             'batch_size': args.batch_size,
             'rate_table_points': args.rate_table_points, 'lmbda': args.lmbda,
             'prior_fit': args.prior_fit, 'latent_gradient': args.latent_gradient,
+            'rate_every': args.rate_every,
             'rounds': args.rounds,
             'steps_per_block': args.block,
             'float_step_ms': 1000 * float(np.median(times['float'])),

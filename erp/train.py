@@ -6,17 +6,14 @@ The loss is the mean cross-entropy [nats/example] plus lmbda * (total bits of al
 latents) / (number of training examples): the rate is amortized over the training set,
 so lmbda does not depend on the batch size. rd.enabled=False: plain training.
 """
-import functools
 import os
 import time
 
 from absl import flags
-import flax
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
-import optax
 
 from erp import cli
 from erp import config as config_lib
@@ -27,55 +24,9 @@ from erp import export
 from erp import pipeline
 from erp import reparam
 from erp import runs
-from erp import state as state_lib
+from erp import train_step as step_lib
 from erp import workdir as workdir_lib
 from erp.errors import ErpError
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  trainable: state_lib.EprState  # What the optimizer updates (all float for a float run).
-  batch_stats: dict  # Normalization statistics (not trained by gradient).
-  opt_state: optax.OptState
-  rng: jax.Array
-
-
-def make_optimizer(config, total_steps, steps_per_epoch):
-  """Adam (or SGD) with one learning rate per kind of trainable, one schedule shape.
-
-  The priors always take constant-rate Adam: they must track the latents.
-  """
-  warmup = int(config.optim.warmup_epochs * steps_per_epoch)
-  if config.optim.schedule == 'cosine':
-    shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(total_steps, warmup + 1))
-  elif config.optim.schedule == 'constant':
-    shape = optax.linear_schedule(0.0, 1.0, warmup) if warmup else (lambda _: 1.0)
-  else:
-    raise ValueError(f'unknown optim.schedule {config.optim.schedule!r}')
-
-  def opt(lr, weight_decay=0.0):
-    schedule = lambda step: lr * shape(step)
-    if config.optim.name == 'adam':
-      return optax.adamw(schedule, weight_decay=weight_decay) if weight_decay else optax.adam(schedule)
-    if config.optim.name == 'sgd':
-      return optax.chain(optax.add_decayed_weights(weight_decay),
-                         optax.sgd(schedule, config.optim.momentum, nesterov=True))
-    raise ValueError(f'unknown optim.name {config.optim.name!r}')
-
-  return state_lib.optimizer(latents=opt(config.rd.latent_lr), decoders=opt(config.rd.decoder_lr),
-                             priors=optax.adam(config.rd.prior_lr),  # Constant, any optim.
-                             floats=opt(config.optim.lr, config.optim.weight_decay))
-
-
-def apply_train(model, params, batch_stats, images, rng):
-  """(logits, updated batch_stats) of the model in training mode; rng drives dropout."""
-  variables = {'params': params, **({'batch_stats': batch_stats} if batch_stats else {})}
-  if not batch_stats:
-    return model.apply(variables, images, train=True, rngs={'dropout': rng}), batch_stats
-  logits, updated = model.apply(variables, images, train=True, rngs={'dropout': rng},
-                                mutable=['batch_stats'])
-  return logits, updated['batch_stats']
 
 
 def data_mesh(batch_size):
@@ -89,65 +40,6 @@ def data_mesh(batch_size):
 def replicate(tree, mesh):
   """tree's arrays on every device of mesh (the training state)."""
   return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-def make_train_step(config, model, ds, tx, num_train, param_transform=None):
-  """jit(state, uint8 images [batch, h, w, c], labels [batch]) -> (state, metrics).
-
-  One step per call: on XLA:CPU a lax.scan over steps runs convolutions ~10x slower
-  (LeNet5, 2 cores), and dispatch is asynchronous anyway. param_transform (params ->
-  params) lets a baseline train through a mask or a quantizer (erp.baselines.prune).
-  The batch comes split over the devices of the mesh (pipeline.to_device) and the state
-  replicated: XLA partitions the step and sums the gradients across devices, so one
-  code path serves 1 or N devices (batch statistics are those of the whole batch).
-  """
-  rd, lmbda = config.rd, float(config.rd.lmbda)
-  # rd.lmbda_warmup_epochs: a ramp, as at first the rate term is hundreds of nats.
-  warmup_steps = rd.get('lmbda_warmup_epochs', 0.0) * num_train / config.train.batch_size
-  compute_dtype = jnp.dtype(config.train.get('compute_dtype', 'float32'))
-  teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
-  distill_weight = float(config.train.get('distill_weight', 0.0))
-  temperature = float(config.train.get('distill_temperature', 1.0))
-
-  def loss_fn(trainable, batch_stats, images, labels, rng, lmbda_now):
-    k_noise, k_dropout = jax.random.split(rng)
-    params = state_lib.decode(trainable)
-    if param_transform is not None:
-      params = param_transform(params)
-    teacher_logits = teacher(images) if teacher else None
-    if compute_dtype != jnp.float32:  # Forward and backward in it; the state stays float32.
-      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-      images = images.astype(compute_dtype)
-    old_stats = batch_stats
-    logits, batch_stats = apply_train(model, params, batch_stats, images, k_dropout)
-    batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats, old_stats)
-    logits = logits.astype(jnp.float32)
-    task, ce = distill.task_loss(logits, labels, teacher_logits, distill_weight, temperature)
-    total_bits = state_lib.rate(trainable, k_noise, prior_samples=rd.prior_samples,
-                                table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
-                                latent_gradient=rd.latent_gradient,
-                                adaptive_max_latents=rd.adaptive_rate_max_latents,
-                                adaptive_gradient=rd.adaptive_rate_gradient)
-    loss = task + lmbda_now * total_bits / num_train
-    accuracy = (jnp.argmax(logits, -1) == labels).mean()
-    return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
-                  batch_stats)
-
-  @functools.partial(jax.jit, donate_argnums=(0,))
-  def train_step(state, images, labels):
-    rng, _, k_noise = jax.random.split(state.rng, 3)  # Three, as when augmentation was here.
-    images = data.preprocess(images, ds)
-    lmbda_now = lmbda if warmup_steps <= 0 else lmbda * jnp.minimum(
-        1.0, (state.step + 1) / warmup_steps)
-    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state.trainable, state.batch_stats, images, labels, k_noise, lmbda_now)
-    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
-    trainable = optax.apply_updates(state.trainable, updates)
-    return state.replace(step=state.step + 1, trainable=trainable,
-                         batch_stats=batch_stats, opt_state=opt_state, rng=rng), metrics
-
-  return train_step
-
 
 def evaluation(config, state, predict, val):
   """{'error_pct': validation error, and for EPR 'estimate' (export.rate_summary) and
@@ -198,18 +90,21 @@ def train_and_evaluate(config, workdir, overwrite=False):
   steps_per_epoch = num_train // batch
   total_steps = config.train.num_steps or steps_per_epoch * config.train.num_epochs
   num_epochs = -(-total_steps // steps_per_epoch)  # The last one may be partial.
-  tx = make_optimizer(config, total_steps, steps_per_epoch)
-  state = TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                     batch_stats=batch_stats, opt_state=tx.init(trainable),
-                     rng=jax.random.PRNGKey(config.seed + 2))
+  tx = step_lib.make_optimizer(config, total_steps, steps_per_epoch)
+  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                              batch_stats=batch_stats, opt_state=tx.init(trainable),
+                              rng=jax.random.PRNGKey(config.seed + 2),
+                              rate_grads=step_lib.initial_rate_grads(config, trainable))
   state = workdir_lib.restore_checkpoint(workdir, state)
-  first_epoch = int(state.step) // steps_per_epoch
+  # A run checkpointed at its last step (num_steps may end mid-epoch) trains no more.
+  first_epoch = (num_epochs if int(state.step) >= total_steps
+                 else int(state.step) // steps_per_epoch)
   if first_epoch:
     print(f'resumed from the checkpoint at epoch {first_epoch}', flush=True)
 
   mesh = data_mesh(batch)
   state = replicate(state, mesh)
-  train_step = make_train_step(config, model, ds, tx, num_train)
+  train_step = step_lib.make_train_step(config, model, ds, tx, num_train)
   predict = evaluate.make_predict(model, ds)
   batches = pipeline.to_device(pipeline.train_batches(
       train, batch_size=batch, seed=config.seed, start_step=int(state.step),
@@ -222,7 +117,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   for epoch in range(first_epoch, num_epochs):
     epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
     for s in range(epoch_steps):
-      state, metrics = train_step(state, *next(batches))
+      state, metrics = train_step(state, *next(batches), with_rate=step_lib.computes_rate(
+          config, epoch * steps_per_epoch + s))
       pending.append(metrics)
       if t_loop is None:
         jax.block_until_ready(metrics)
@@ -232,15 +128,18 @@ def train_and_evaluate(config, workdir, overwrite=False):
         steps_done += 1
       if len(pending) < config.train.log_every_steps and s + 1 < epoch_steps:
         continue
-      metrics = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+      # Each over the steps that report it (those without the rate report no loss or bits).
+      metrics = {k: float(np.mean([m[k] for m in pending if k in m]))
+                 for k in dict.fromkeys(k for m in pending for k in m)}
       pending = []
       rate = steps_done / max(time.time() - t_loop, 1e-9)
       step = int(state.step)
-      if not np.isfinite(metrics['loss']):  # Checkpoints keep the last finite state.
-        raise ErpError(f'training diverged: the loss is {metrics["loss"]} by step {step} '
+      loss = metrics.get('loss', metrics['ce'])
+      if not np.isfinite(loss):  # Checkpoints keep the last finite state.
+        raise ErpError(f'training diverged: the loss is {loss} by step {step} '
                        f'(epoch {epoch + 1}); the newest checkpoint in {workdir} is from before')
-      print(f'step {step}/{total_steps} epoch {epoch + 1} loss {metrics["loss"]:.4f} '
-            f'ce {metrics["ce"]:.4f} bits {metrics["bits"]:.0f} '
+      print(f'step {step}/{total_steps} epoch {epoch + 1} loss {loss:.4f} '
+            f'ce {metrics["ce"]:.4f} bits {metrics.get("bits", float("nan")):.0f} '
             f'train_acc {metrics["accuracy"]:.4f} | {rate:.1f} steps/s '
             f'ETA {_format_eta((total_steps - step) / rate) if steps_done else "-"}',
             flush=True)

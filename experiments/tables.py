@@ -80,9 +80,9 @@ def latent_lr(rd):
 
 
 def prior_setting(rd):
-  """' fit=…' / ' filters=…' / ' gradient=…' / ' adaptive rate≤N' where a run's priors are
-  not fitted or shaped, its latents' rate gradient not taken, or its small groups not
-  priced, as by default."""
+  """' fit=…' / ' filters=…' / ' gradient=…' / ' adaptive rate≤N' / ' rate every K steps'
+  where a run's priors are not fitted or shaped, its latents' rate gradient not taken, its
+  small groups not priced, or its rate not computed every step, as by default."""
   base = config_lib.base_config().rd
   fit = rd.get('prior_fit', base.prior_fit)
   filters = tuple(rd.get('prior_filters', base.prior_filters))
@@ -95,6 +95,7 @@ def prior_setting(rd):
   return ((f' fit={fit}' if fit != base.prior_fit else '')
           + (f' gradient={gradient}' if gradient != base.latent_gradient else '')
           + (f' adaptive rate≤{adaptive}' if adaptive else '')
+          + (f' rate every {rd["rate_every"]} steps' if rd.get('rate_every', 1) > 1 else '')
           + (f' filters={",".join(map(str, filters))}' if filters != tuple(base.prior_filters)
              else ''))
 

@@ -13,6 +13,7 @@ from erp import coding
 from erp import export
 from erp import runs
 from erp import train
+from erp import train_step
 from erp import workdir as workdir_lib
 from conftest import REPO, load_config
 
@@ -236,11 +237,11 @@ def _steps(c, num_steps, batch=64):
   first num_steps batches of the training split, and the final state."""
   from erp import data
   model, ds, trainable, batch_stats = runs.setup(c)
-  tx = train.make_optimizer(c, 100, 100)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                           batch_stats=batch_stats, opt_state=tx.init(trainable),
-                           rng=jax.random.PRNGKey(0))
-  step = train.make_train_step(c, model, ds, tx, 50000)
+  tx = train_step.make_optimizer(c, 100, 100)
+  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                                batch_stats=batch_stats, opt_state=tx.init(trainable),
+                                rng=jax.random.PRNGKey(0))
+  step = train_step.make_train_step(c, model, ds, tx, 50000)
   images, labels = data.load_split(c.data, 'train')
   history = []
   for i in range(num_steps):
@@ -330,7 +331,7 @@ def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir
   t = _config(data_dir, model='lenet5')
   model_t, _, trainable_t, batch_stats_t = runs.setup(t)
   workdir_lib.write_config(teacher_dir, t)
-  workdir_lib.save_checkpoint(teacher_dir, train.TrainState(
+  workdir_lib.save_checkpoint(teacher_dir, train_step.TrainState(
       step=jnp.zeros((), jnp.int32), trainable=trainable_t, batch_stats=batch_stats_t,
       opt_state={}, rng=jax.random.PRNGKey(0)))
   c = _config(data_dir, enabled=True)  # An MLP student.

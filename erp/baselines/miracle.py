@@ -52,7 +52,7 @@ from erp import data
 from erp import evaluate
 from erp import file as file_lib
 from erp.codecs import miracle as random_code
-from erp import train
+from erp import train_step
 from erp.baselines import common
 
 METHOD = 'miracle'
@@ -146,7 +146,7 @@ def make_step(config, model, ds, statics, shapes, tx):
       kl = block_kl(trainable, path) * (1 - frozen['fixed'][path])
       kl_loss += jnp.sum(frozen['beta'][path] * kl)
       kl_total += kl.sum()
-    logits, batch_stats = train.apply_train(
+    logits, batch_stats = train_step.apply_train(
         model, traverse_util.unflatten_dict(params, sep='/'), batch_stats, images, rng)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     loss = ce + kl_on * kl_loss

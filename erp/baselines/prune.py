@@ -35,7 +35,7 @@ from erp import pipeline
 from erp import reparam
 from erp import runs
 from erp import state as state_lib
-from erp import train
+from erp import train_step
 from erp.baselines import common
 
 METHOD = 'prune'
@@ -97,11 +97,11 @@ def finetune(config, model, ds, variables, transform, epochs, lr, train_x, train
   trainable = runs.reparameterize(c, variables['params'])
   num_train, batch = len(train_y), c.train.batch_size
   steps_per_epoch = num_train // batch
-  tx = train.make_optimizer(c, steps_per_epoch * epochs, steps_per_epoch)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                           batch_stats=dict(variables.get('batch_stats', {})),
-                           opt_state=tx.init(trainable), rng=jax.random.PRNGKey(c.seed + 3))
-  step = train.make_train_step(c, model, ds, tx, num_train, transform)
+  tx = train_step.make_optimizer(c, steps_per_epoch * epochs, steps_per_epoch)
+  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                                batch_stats=dict(variables.get('batch_stats', {})),
+                                opt_state=tx.init(trainable), rng=jax.random.PRNGKey(c.seed + 3))
+  step = train_step.make_train_step(c, model, ds, tx, num_train, transform)
   batches = pipeline.train_batches(data.ArraySource(train_x, train_y), batch_size=batch,
                                    seed=c.seed + 1000, start_step=0,
                                    num_steps=steps_per_epoch * epochs)
