@@ -88,7 +88,7 @@ def main():
   p.add_argument('--latent_gradient', default=config_lib.base_config().rd.latent_gradient,
                  help='rd.latent_gradient of the EPR step (erp.rate_term.LATENT_GRADIENTS)')
   p.add_argument('--rate_every', type=int, default=config_lib.base_config().rd.rate_every,
-                 help='rd.rate_every of the EPR step (its steps follow erp.train_step.computes_rate)')
+                 help='rd.rate_every of the EPR step (erp.train_step.computes_rate)')
   p.add_argument('--out', default='experiments/results/benchmarks/step_time.json')
   args = p.parse_args()
   images, labels = data.load(args.dataset, 'train')

@@ -297,9 +297,12 @@ def test_metrics_go_to_jsonl_and_tensorboard_only_when_its_extra_is_installed(tm
     assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
 
 
-def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir):
+@pytest.mark.parametrize('flags', [
+    [], ['--config.rd.rate_every=2', '--config.rd.latent_gradient=interpolated']])
+def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir, flags):
   """Data parallel over XLA's host platform split in 2 devices: same losses and rates
-  as on one device, up to float reordering, and result.json records the device count."""
+  as on one device, up to float reordering, and result.json records the device count;
+  also with the rate every other step (its held gradient replicated with the state)."""
   import json
   import subprocess
   import sys
@@ -311,7 +314,7 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path, data_dir):
     out = subprocess.run(
         [sys.executable, '-m', 'erp.train',
          '--config', os.path.join(REPO, 'configs', 'mnist_lenet300.py'), '--config.rd.enabled=True', '--config.rd.lmbda=0.1', '--config.train.num_steps=30',
-         '--config.train.log_every_steps=10', f'--workdir={workdir}'],
+         '--config.train.log_every_steps=10', f'--workdir={workdir}', *flags],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     with open(workdir / 'result.json') as f:
