@@ -37,10 +37,8 @@ class Stepper:
   def __init__(self, config, images, labels, block):
     model, ds, trainable, batch_stats = runs.setup(config)
     tx = train_step.make_optimizer(config, 10_000, 100)
-    self.state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                                       batch_stats=batch_stats, opt_state=tx.init(trainable),
-                                       rng=jax.random.PRNGKey(0),
-                                       rate_grads=train_step.initial_rate_grads(config, trainable))
+    self.state = train_step.initial_state(config, trainable, batch_stats, tx,
+                                          jax.random.PRNGKey(0))
     self.step = train_step.make_train_step(config, model, ds, tx, len(labels))
     self.config, self.count = config, 0  # Steps taken: which compute the rate.
     batch = config.train.batch_size

@@ -11,7 +11,6 @@ import time
 
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
@@ -91,10 +90,8 @@ def train_and_evaluate(config, workdir, overwrite=False):
   total_steps = config.train.num_steps or steps_per_epoch * config.train.num_epochs
   num_epochs = -(-total_steps // steps_per_epoch)  # The last one may be partial.
   tx = step_lib.make_optimizer(config, total_steps, steps_per_epoch)
-  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                              batch_stats=batch_stats, opt_state=tx.init(trainable),
-                              rng=jax.random.PRNGKey(config.seed + 2),
-                              rate_grads=step_lib.initial_rate_grads(config, trainable))
+  state = step_lib.initial_state(config, trainable, batch_stats, tx,
+                                 jax.random.PRNGKey(config.seed + 2))
   state = workdir_lib.restore_checkpoint(workdir, state)
   # A run checkpointed at its last step (num_steps may end mid-epoch) trains no more.
   first_epoch = (num_epochs if int(state.step) >= total_steps

@@ -77,11 +77,17 @@ def computes_rate(config, step):
   return not config.rd.enabled or step % config.rd.get('rate_every', 1) == 0
 
 
-def initial_rate_grads(config, trainable):
-  """TrainState.rate_grads before the first step: zeros when rd.rate_every > 1, else None."""
-  if not (config.rd.enabled and config.rd.get('rate_every', 1) > 1):
-    return None
-  return jax.tree.map(jnp.zeros_like, trainable.latents)
+def holds_rate_grads(config):
+  """Whether the steps hold the latents' rate gradient between steps (rd.rate_every > 1)."""
+  return bool(config.rd.enabled) and config.rd.get('rate_every', 1) > 1
+
+
+def initial_state(config, trainable, batch_stats, tx, rng):
+  """The TrainState before the first step; rate_grads zeros where holds_rate_grads."""
+  return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                    batch_stats=batch_stats, opt_state=tx.init(trainable), rng=rng,
+                    rate_grads=(jax.tree.map(jnp.zeros_like, trainable.latents)
+                                if holds_rate_grads(config) else None))
 
 
 def make_train_step(config, model, ds, tx, num_train, param_transform=None):
@@ -105,7 +111,7 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
   teacher = distill.teacher(config, model, ds)  # None unless train.distill_weight > 0.
   distill_weight = float(config.train.get('distill_weight', 0.0))
   temperature = float(config.train.get('distill_temperature', 1.0))
-  keeps_rate_grads = config.rd.enabled and config.rd.get('rate_every', 1) > 1
+  keeps_rate_grads = holds_rate_grads(config)
 
   def loss_fn(trainable, rate_latents, batch_stats, images, labels, rng, lmbda_now, with_rate):
     """The rate prices rate_latents (trainable.latents' values): its latents' gradient

@@ -238,9 +238,7 @@ def _steps(c, num_steps, batch=64):
   from erp import data
   model, ds, trainable, batch_stats = runs.setup(c)
   tx = train_step.make_optimizer(c, 100, 100)
-  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                                batch_stats=batch_stats, opt_state=tx.init(trainable),
-                                rng=jax.random.PRNGKey(0))
+  state = train_step.initial_state(c, trainable, batch_stats, tx, jax.random.PRNGKey(0))
   step = train_step.make_train_step(c, model, ds, tx, 50000)
   images, labels = data.load_split(c.data, 'train')
   history = []

@@ -30,10 +30,7 @@ def _setup(c):
   """(step function, initial state, images, labels) of config c."""
   model, ds, trainable, batch_stats = runs.setup(c)
   tx = train_step.make_optimizer(c, 100, 100)
-  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                                batch_stats=batch_stats, opt_state=tx.init(trainable),
-                                rng=jax.random.PRNGKey(0),
-                                rate_grads=train_step.initial_rate_grads(c, trainable))
+  state = train_step.initial_state(c, trainable, batch_stats, tx, jax.random.PRNGKey(0))
   images, labels = data.load_split(c.data, 'train')
   return train_step.make_train_step(c, model, ds, tx, 50000), state, images, labels
 
@@ -56,8 +53,9 @@ def test_the_rate_is_computed_every_kth_step_only_in_epr_runs(data_dir):
       True, False, False, True, False, False, True]
   c.rd.enabled = False  # A float run: every step is a whole step.
   assert all(train_step.computes_rate(c, s) for s in range(4))
-  assert train_step.initial_rate_grads(c, runs.setup(c)[2]) is None
-  assert train_step.initial_rate_grads(_config(data_dir, 1), None) is None
+  assert not train_step.holds_rate_grads(c)
+  assert not train_step.holds_rate_grads(_config(data_dir, 1))
+  assert train_step.holds_rate_grads(_config(data_dir, 3))
 
 
 def test_a_step_with_the_rate_stores_its_latents_gradient_and_moves_as_rate_every_1(data_dir):

@@ -98,9 +98,8 @@ def finetune(config, model, ds, variables, transform, epochs, lr, train_x, train
   num_train, batch = len(train_y), c.train.batch_size
   steps_per_epoch = num_train // batch
   tx = train_step.make_optimizer(c, steps_per_epoch * epochs, steps_per_epoch)
-  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                                batch_stats=dict(variables.get('batch_stats', {})),
-                                opt_state=tx.init(trainable), rng=jax.random.PRNGKey(c.seed + 3))
+  state = train_step.initial_state(c, trainable, dict(variables.get('batch_stats', {})), tx,
+                                   jax.random.PRNGKey(c.seed + 3))
   step = train_step.make_train_step(c, model, ds, tx, num_train, transform)
   batches = pipeline.train_batches(data.ArraySource(train_x, train_y), batch_size=batch,
                                    seed=c.seed + 1000, start_step=0,
