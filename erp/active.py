@@ -5,7 +5,8 @@ nonzero, then codes the block those masks cut out (the zeros outside cost
 nothing). masks finds them on NumPy arrays (erp.latent_code's writer) and traced
 ones (the rate's estimate of that code: erp.rate_term.active_block,
 erp.adaptive_rate); base is what an ACTIVE_BASE code subtracts as training prices
-it: the most frequent value, ties going to 0.
+it: the most frequent value, ties going to 0; references what predicts a group's input
+mask in format 9's ACTIVE_REF code.
 """
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,33 @@ def masks(nonzero):
   hold a True]."""
   ndim = nonzero.ndim
   return [nonzero.any(axis=tuple(a for a in range(ndim) if a != axis)) for axis in range(ndim)]
+
+
+def output_mask(nonzero):
+  """bool [n]: the slices along the last axis (a layer's outputs) of nonzero that hold a True."""
+  return nonzero.any(axis=tuple(range(nonzero.ndim - 1)))
+
+
+def references(views, nonzero):
+  """{group: bool [view[-2]] or None} for the groups of >= 2 axes of views ({group: coded
+  view}, in file order), from nonzero ({group: bool array of that view}).
+
+  A trained chain of layers leaves units that no input reaches, and their outgoing
+  weights go unused: on the LeNet5-Caffe files at 1.5 KB, fc2's rows (an ACTIVE_BASE mask
+  of ~330 bits) are exactly fc1's live columns, and fc1's rows lie in conv2's live output
+  channels. So a group's input-axis mask (view axis -2) is coded given the output mask of
+  the group before it of >= 2 axes, index i reading i % n of its n outputs (the channel of
+  a flattened NHWC feature map); None where there is no such group or n does not divide
+  the input axis. Only a context: wrong for a model, it costs a few bits, never a value.
+  """
+  out, previous = {}, None
+  for name, view in views.items():
+    if len(view) < 2:
+      continue
+    n = 0 if previous is None else int(previous.shape[0])
+    out[name] = previous[np.arange(view[-2]) % n] if n and view[-2] % n == 0 else None
+    previous = output_mask(nonzero[name])
+  return out
 
 
 def masks_and_block(nonzero):

@@ -71,9 +71,10 @@ def _whole_bits(values):
   return float(code_bits(np.bincount(values - values.min()))[0]) if values.size else 0.0
 
 
-def integer_bits(values, view=None):
+def integer_bits(values, view=None, reference=None):
   """The adaptive code's length (bits, a float) of integers values (any shape); with view
-  (the shape the file's code sees, >= 2 axes) the cheapest of that and its ACTIVE codes."""
+  (the shape the file's code sees, >= 2 axes) the cheapest of that and its ACTIVE codes,
+  with reference (erp.active.references) those whose input mask is coded given it too."""
   values = np.asarray(values).astype(np.int64).ravel()
   bits = _whole_bits(values)
   if view is None or len(view) < 2 or not values.size:
@@ -81,30 +82,46 @@ def integer_bits(values, view=None):
   for base in {0, int(active.base(values))}:
     shifted = values.reshape(view) - base
     masks = latent_code.active_masks(shifted)
-    bits = min(bits, _whole_bits(np.concatenate(masks).astype(np.int64))
-               + _whole_bits(shifted[np.ix_(*masks)]))
+    block = _whole_bits(shifted[np.ix_(*masks)])
+    bits = min(bits, block + _whole_bits(np.concatenate(masks).astype(np.int64)))
+    if reference is not None:
+      parts = latent_code.referenced_flags(masks, np.asarray(reference))
+      bits = min(bits, block + sum(_whole_bits(p.astype(np.int64)) for p in parts))
   return bits
 
 
-def _active_bits(rounded, mode, view, half_width):
-  """[bits of each ACTIVE code, base 0 and mode] of rounded int values [size] in view."""
+def _flag_bits(num_flags, ones):
+  """The adaptive code's length of num_flags bool flags of which ones are True (traced)."""
+  ones = jnp.asarray(ones, jnp.float32)
+  return code_bits(jnp.stack([jnp.asarray(num_flags, jnp.float32) - ones, ones]))[0]
+
+
+def _active_bits(rounded, mode, view, half_width, reference=None):
+  """[bits of each ACTIVE code, base 0 and mode, each also with its input mask coded given
+  reference if not None] of rounded int values [size] in view."""
   out = []
   for base in (0, mode):
     shifted = rounded - base
     masks, block = active.masks_and_block((shifted != 0).reshape(view))
     hist = jnp.bincount(jnp.clip(shifted + half_width, 0, 2 * half_width - 1),
                         block.reshape(-1).astype(jnp.float32), length=2 * half_width)
-    ones = sum(m.sum() for m in masks).astype(jnp.float32)
-    flags = jnp.stack([float(sum(view)) - ones, ones])
-    out.append(code_bits(hist)[0] + code_bits(flags)[0])
+    block_bits = code_bits(hist)[0]
+    out.append(block_bits + _flag_bits(sum(view), sum(m.sum() for m in masks)))
+    if reference is not None:  # The flags latent_code.referenced_flags splits, counted.
+      inputs = masks[-2]
+      rest = [m for axis, m in enumerate(masks) if axis != len(view) - 2]
+      out.append(block_bits + _flag_bits(sum(view) - view[-2], sum(m.sum() for m in rest))
+                 + _flag_bits((~reference).sum(), (inputs & ~reference).sum())
+                 + _flag_bits(reference.sum(), (inputs & reference).sum()))
   return out
 
 
-def _code_bits(latents, half_width, views=None):
+def _code_bits(latents, half_width, views=None, references=None):
   """(names, bits [G], grid [G, 2 half_width], own [G, 2 half_width]) of the rounded latents,
   counted over the integers [-half_width, half_width) (values beyond count at the edge);
   with views ({group: shape the file's code sees}), a group of >= 2 axes' bits are its
-  cheapest code, ACTIVE ones included (grid and own stay those of its whole code)."""
+  cheapest code, ACTIVE ones included (grid and own stay those of its whole code), and
+  with references ({group: bool mask}, erp.active.references) ACTIVE_REF ones."""
   names = sorted(latents)
   rounded = [jnp.round(jax.lax.stop_gradient(latents[n])).astype(jnp.int32).ravel()
              for n in names]
@@ -120,37 +137,38 @@ def _code_bits(latents, half_width, views=None):
       cheapest.append(bits[i])
       continue
     mode = active.histogram_base(hists[i], half_width)
+    reference = None if references is None else references.get(n)
     cheapest.append(jnp.min(jnp.stack([bits[i]] + _active_bits(rounded[i], mode, view,
-                                                               half_width))))
+                                                               half_width, reference))))
   return names, jnp.stack(cheapest), grid, own
 
 
-def rounded_bits(latents, half_width, views=None):
+def rounded_bits(latents, half_width, views=None, references=None):
   """{group: bits} of latents {group: float array}: the code's length of their rounded
-  values (views: as _code_bits), without gradient."""
-  names, bits, _, _ = _code_bits(latents, half_width, views)
+  values (views, references: as _code_bits), without gradient."""
+  names, bits, _, _ = _code_bits(latents, half_width, views, references)
   return {n: bits[i] for i, n in enumerate(names)}
 
 
-def training_bits(latents, half_width, views=None):
+def training_bits(latents, half_width, views=None, references=None):
   """{group: bits} of latents {group: float array} at their rounded values (the value;
-  views: as _code_bits), with gradient='code': the latents' gradient of the noise-averaged
+  views, references: as _code_bits), with gradient='code': the latents' gradient of the noise-averaged
   bits of the integers joined by lines (of the whole code), a latent's own integer counted
   without it (a local slope: it pulls a latent toward a neighbouring integer that holds
   more values, never further)."""
-  names, bits, grid, own = _code_bits(latents, half_width, views)
+  names, bits, grid, own = _code_bits(latents, half_width, views, references)
   slopes = rate_table.integer_slopes(grid, own)
   return {n: bits[i] + rate_table.expected_slope_only(slopes[i], latents[n])
           for i, n in enumerate(names)}
 
 
-def prior_shaped_bits(latents, prior_bits, half_width, views=None):
+def prior_shaped_bits(latents, prior_bits, half_width, views=None, references=None):
   """{group: bits} with gradient='prior': the value is the code's length of the rounded
-  latents (views: as _code_bits), the gradients (to latents and priors) are those of
+  latents (views, references: as _code_bits), the gradients (to latents and priors) are those of
   prior_bits {group: the priors' training-time bits} scaled by code / prior bits: the
   smooth prior's pull toward its mode, at the strength of what the file spends."""
   out = {}
-  for n, bits in rounded_bits(latents, half_width, views).items():
+  for n, bits in rounded_bits(latents, half_width, views, references).items():
     ratio = bits / jnp.maximum(jax.lax.stop_gradient(prior_bits[n]), 1.0)
     out[n] = bits + ratio * (prior_bits[n] - jax.lax.stop_gradient(prior_bits[n]))
   return out

@@ -62,9 +62,14 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive
   training priced them: with prior_fit='active', of each group's ACTIVE block and masks
   (erp.rate_term.active_block), with 'active_base' less its most frequent value
   (erp.rate_term.modes); a group of at most adaptive_max_latents latents by its adaptive
-  code (erp.adaptive_rate)."""
-  bits = {k: _group_bits(trainable, k, prior_fit, adaptive_max_latents)
-          for k in trainable.latents}
+  code (erp.adaptive_rate; ACTIVE_REF ones too, given erp.active.references)."""
+  views = {k: rate_term.coded_view(kind, trainable.latents[k].shape)
+           for k, kind in trainable.kinds if kind != 'float'}
+  references = active.references(views, {
+      k: (np.round(np.asarray(trainable.latents[k], np.float32)) != 0).reshape(view)
+      for k, view in views.items()})
+  bits = {k: _group_bits(trainable, k, prior_fit, adaptive_max_latents, views[k],
+                         references.get(k)) for k in trainable.latents}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize
                     for v in trainable.floats.values())
   num_latents = sum(int(v.size) for v in trainable.latents.values())
@@ -79,11 +84,10 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive
   }
 
 
-def _group_bits(trainable, group, prior_fit, max_adaptive):
+def _group_bits(trainable, group, prior_fit, max_adaptive, view, reference):
   latent = np.round(np.asarray(trainable.latents[group], np.float32))
-  view = rate_term.coded_view(dict(trainable.kinds)[group], latent.shape)
   if latent.size <= max_adaptive:
-    return adaptive_rate.integer_bits(latent, view)
+    return adaptive_rate.integer_bits(latent, view, reference)
   if prior_fit not in rate_term.ACTIVE_FITS:
     return priors.integer_bits(trainable.priors[group], latent)
   if prior_fit == 'active_base' and len(view) >= 2:  # Less the mode (ties to 0).

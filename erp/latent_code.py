@@ -111,6 +111,16 @@ def active_masks(values):
   return active.masks(np.asarray(values) != 0)
 
 
+def referenced_flags(masks, reference):
+  """The flags an ACTIVE_REF code stores (format 9), three bool arrays: the masks of every
+  axis but the input axis (-2) concatenated; the input mask where reference (bool, its
+  length; erp.active.references) is False; where it is True. Each is coded on its own, so
+  an input mask equal to its reference costs two heads."""
+  rest = [m for axis, m in enumerate(masks) if axis != len(masks) - 2]
+  inputs, reference = np.asarray(masks[-2]), np.asarray(reference, bool)
+  return [np.concatenate(rest), inputs[~reference], inputs[reference]]
+
+
 def _bases(values, version):
   """What an ACTIVE code may subtract first: 0, and from format 8 the most frequent value
   (a trained kernel's rows drift together, e.g. to -1, where softmax ignores what they

@@ -53,7 +53,7 @@ FIT_HALF_WIDTH = 128  # fit='rounded' prices the integers [-128, 128) from a his
 
 def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit='rounded',
                   views=None, latent_gradient='noisy', adaptive_max_latents=0,
-                  adaptive_gradient='prior'):
+                  adaptive_gradient='prior', references=None):
   """{group: bits}, the rate term of training: its value and its gradients.
 
   The latents' gradient is that of the bits at latents + U(-1/2, 1/2) (EPR
@@ -95,7 +95,8 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
   gradient to the priors). All tables come from one batched call; groups
   evaluated exactly are batched too, zero-padded to the largest and masked.
   Groups of at most adaptive_max_latents latents are priced by their adaptive code instead
-  (the cheapest, ACTIVE ones included, of those views shows), with adaptive_gradient's
+  (the cheapest, ACTIVE ones included, of those views shows; with references
+  {group: bool mask} (erp.active.references) ACTIVE_REF ones too), with adaptive_gradient's
   gradient (erp.adaptive_rate).
   """
   if fit not in FITS:
@@ -112,9 +113,10 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     rest = {n: v for n, v in latents.items() if n not in small}
     out = training_bits(latents if adaptive_gradient == 'prior' else rest, prior_params,
                         rng, prior_samples, table_points, fit, views, latent_gradient)
-    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH, views)
+    return {**out, **(adaptive_rate.prior_shaped_bits(small, out, FIT_HALF_WIDTH, views,
+                                                      references)
                       if adaptive_gradient == 'prior'
-                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH, views))}
+                      else adaptive_rate.training_bits(small, FIT_HALF_WIDTH, views, references))}
   names = sorted(latents)
   if not names:
     return {}

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from erp import active
 from erp import adaptive_rate
 from erp import leaves
 from erp import packed
@@ -141,19 +142,28 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   """
   views = {path: rate_term.coded_view(kind, state.latents[path].shape)
            for path, kind in state.kinds if kind != 'float'}
+  small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
+  references = references_of(state, views) if small else None
   if rng is None:
-    small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
     rounded = {k: jnp.round(v) for k, v in state.latents.items() if k not in small}
     bits = rate_term.group_bits(rounded, state.priors)
     if small:
-      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH, views))
+      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH, views, references))
   else:
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
                                    prior_fit, views, latent_gradient, adaptive_max_latents,
-                                   adaptive_gradient)
+                                   adaptive_gradient, references)
   if per_group:
     return bits
   return sum(bits.values()) if bits else jnp.zeros((), jnp.float32)
+
+
+def references_of(state, views):
+  """erp.active.references of the state's rounded latents (no gradient): what the file's
+  ACTIVE_REF code predicts each group's input mask from."""
+  nonzero = {path: (jnp.round(jax.lax.stop_gradient(state.latents[path])) != 0).reshape(view)
+             for path, view in views.items()}
+  return active.references(views, nonzero)
 
 
 PARTS = ('latents', 'decoders', 'priors', 'floats')

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from erp import active
 from erp import adaptive
 from erp import adaptive_rate
 from erp import container
@@ -169,3 +170,46 @@ def test_a_kernel_the_file_codes_active_is_priced_by_that_code():
     np.testing.assert_allclose(float(bits['fc/kernel']), priced, rtol=1e-5)
   np.testing.assert_allclose(export.rate_summary(state, adaptive_max_latents=5000)[
       'group_bits']['fc/kernel'], priced, rtol=1e-6)
+
+
+def test_a_kernel_whose_input_mask_follows_the_previous_outputs_is_priced_given_them():
+  """fc2's rows live exactly where fc1's columns do (a unit no input reaches is unused):
+  erp.active.references hands fc2 fc1's output mask, fc1 conv's (repeated over a flattened
+  4 x 4 map), and the price of fc2's masks given it drops to the heads; training's traced
+  price, erp.rate's (with and without rng) and the export's agree."""
+  rng = np.random.default_rng(3)
+  conv = np.zeros((25, 2, 5), np.int64)
+  conv[0, :, [1, 3]] = 2  # Output channels 1 and 3 live.
+  fc1 = np.zeros((80, 40), np.int64)
+  live = rng.choice(40, 9, replace=False)
+  fc1[np.ix_(np.flatnonzero(np.arange(80) % 5 == 1)[:7], live)] = rng.integers(1, 4, (7, 9))
+  fc2 = np.full((40, 10), -1, np.int64)
+  fc2[live] = rng.integers(-4, 3, (9, 10))
+  views = {'conv': (25, 2, 5), 'fc1': (80, 40), 'bias': (40,), 'fc2': (40, 10)}
+  values = {'conv': conv, 'fc1': fc1, 'bias': np.zeros(40, np.int64), 'fc2': fc2}
+  refs = active.references(views, {k: (v != 0).reshape(views[k]) for k, v in values.items()})
+  assert refs['conv'] is None and 'bias' not in refs
+  np.testing.assert_array_equal(refs['fc1'], np.arange(80) % 5 % 2 == 1)
+  np.testing.assert_array_equal(refs['fc2'], (fc1 != 0).any(0))
+  plain = adaptive_rate.integer_bits(fc2, (40, 10))
+  given = adaptive_rate.integer_bits(fc2, (40, 10), refs['fc2'])
+  assert given < plain - 20
+  rows = latent_code.referenced_flags(latent_code.active_masks(fc2 + 1), refs['fc2'])
+  assert not rows[1].any() and rows[2].all()  # The rows are their reference: two constants.
+  traced = adaptive_rate.rounded_bits({'fc2': jnp.asarray(fc2, jnp.float32)},
+                                      rate_term.FIT_HALF_WIDTH, views,
+                                      {'fc2': jnp.asarray(refs['fc2'])})['fc2']
+  np.testing.assert_allclose(float(traced), given, rtol=1e-5)
+  params = {'a': {'kernel': np.zeros((5, 5, 2, 5), np.float32)},
+            'b': {'kernel': np.zeros((80, 40), np.float32)},
+            'c': {'bias': np.zeros(40, np.float32), 'kernel': np.zeros((40, 10), np.float32)}}
+  state = state_lib.reparameterize(params, seed=1)
+  assert [k for k, _ in state.kinds] == ['a/kernel', 'b/kernel', 'c/bias', 'c/kernel']
+  state = state.replace(latents={'a/kernel': jnp.asarray(conv.reshape(5, 5, 2, 5), jnp.float32),
+                                 'b/kernel': jnp.asarray(fc1, jnp.float32),
+                                 'c/bias': jnp.zeros(40), 'c/kernel': jnp.asarray(fc2, jnp.float32)})
+  for rng_key in (jax.random.PRNGKey(0), None):
+    bits = state_lib.rate(state, rng_key, per_group=True, adaptive_max_latents=500)
+    np.testing.assert_allclose(float(bits['c/kernel']), given, rtol=1e-5)
+  np.testing.assert_allclose(export.rate_summary(state, adaptive_max_latents=500)[
+      'group_bits']['c/kernel'], given, rtol=1e-6)
