@@ -27,8 +27,8 @@ RUNS = ('experiments/results/mnist/lenet300_epr_val_ffaug_active_lmbda0.6_seed1'
 def measure(run_dir, rounds):
   with open(os.path.join(run_dir, 'model.erp'), 'rb') as f:
     leaves, payloads, _ = file_lib.parse(f.read())
-  groups = [epr.read_group(p, leaf)[0] for leaf, p in zip(leaves, payloads)
-            if leaf.codec == epr.NAME]
+  coded = [(leaf, p) for leaf, p in zip(leaves, payloads) if leaf.codec == epr.NAME]
+  groups = [g[0] for g in epr.read_groups([p for _, p in coded], [leaf for leaf, _ in coded])]
   out = {}
   for _ in range(rounds):
     for version in (6, 7):

@@ -19,6 +19,13 @@ def masks(nonzero):
   return [nonzero.any(axis=tuple(a for a in range(ndim) if a != axis)) for axis in range(ndim)]
 
 
+def coded_view(kind, shape):
+  """The shape whose axes a group's ACTIVE code masks (erp.codecs.epr): a 'dft' kernel's
+  two frequency axes are one (the file codes [frequency, in, out]); others as they are."""
+  shape = tuple(int(d) for d in shape)
+  return (shape[0] * shape[1],) + shape[2:] if kind == 'dft' and len(shape) > 2 else shape
+
+
 def output_mask(nonzero):
   """bool [n]: the slices along the last axis (a layer's outputs) of nonzero that hold a True."""
   return nonzero.any(axis=tuple(range(nonzero.ndim - 1)))
@@ -40,10 +47,16 @@ def references(views, nonzero):
   for name, view in views.items():
     if len(view) < 2:
       continue
-    n = 0 if previous is None else int(previous.shape[0])
-    out[name] = previous[np.arange(view[-2]) % n] if n and view[-2] % n == 0 else None
+    out[name] = reference(previous, view)
     previous = output_mask(nonzero[name])
   return out
+
+
+def reference(previous, view):
+  """What references gives a group of coded view from previous (the output mask of the
+  group of >= 2 axes before it, or None): None for a group of < 2 axes."""
+  n = 0 if previous is None or len(view) < 2 else int(previous.shape[0])
+  return previous[np.arange(view[-2]) % n] if n and view[-2] % n == 0 else None
 
 
 def masks_and_block(nonzero):

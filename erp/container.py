@@ -1,6 +1,6 @@
 """The .erp file format: bytes in and out, with checks. No pickle; nothing executes on load.
 
-Formats 3-7 (7 is what write produces; all integers unsigned LEB128 varints;
+Formats 3-9 (9 is what write produces; all integers unsigned LEB128 varints;
 they differ only inside EPR payloads, erp.codecs.epr and erp.latent_code, and
 in format 6's header dictionary, which 7 keeps):
 
@@ -27,8 +27,8 @@ from erp.errors import ErpError
 from erp import header_dictionary
 
 MAGIC = b'\x89ERP'
-VERSION = 8  # What write produces; read accepts VERSIONS.
-VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+VERSION = 9  # What write produces; read accepts VERSIONS.
+VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 HEADER, GROUP, FLOAT = 1, 2, 3
 _KIND_NAMES = {HEADER: 'header', GROUP: 'group', FLOAT: 'float'}
 MAX_HEADER_BYTES = 16 << 20  # Inflated; a ResNet-50 header is ~30 KB.

@@ -63,7 +63,7 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive
   (erp.rate_term.active_block), with 'active_base' less its most frequent value
   (erp.rate_term.modes); a group of at most adaptive_max_latents latents by its adaptive
   code (erp.adaptive_rate; ACTIVE_REF ones too, given erp.active.references)."""
-  views = {k: rate_term.coded_view(kind, trainable.latents[k].shape)
+  views = {k: active.coded_view(kind, trainable.latents[k].shape)
            for k, kind in trainable.kinds if kind != 'float'}
   references = active.references(views, {
       k: (np.round(np.asarray(trainable.latents[k], np.float32)) != 0).reshape(view)

@@ -1,6 +1,6 @@
 """The .erp file of an EprState: save, and load it back from the file alone.
 
-Formats 2-7 (erp.container frames them): the header lists every leaf as
+Formats 2-9 (erp.container frames them): the header lists every leaf as
 [collection, path, codec, variant, shape], which is all decoding needs, plus
 optional JSON metadata that decoding never reads; one section per leaf, read
 by its codec (erp.codecs). No model registry, config schema or dataset is
@@ -8,7 +8,9 @@ needed to decode, and no local path is stored unless the metadata holds one.
 Format 3 (erp 0.3) differs in its framing and the EPR payloads (compact
 decoders and codes); formats 4-7 only in how a DFT leaf stores its steps and
 latents (erp.codecs.epr), the ACTIVE code (5), the header dictionary (6) and
-the binarized code and trimmed streams (7, erp.latent_code).
+the binarized code and trimmed streams (7, erp.latent_code), ACTIVE_BASE (8), and
+ACTIVE_REF with the all-zero affine group (9: a kernel's input mask given the output mask
+of the one before; erp.codecs.epr.read_groups).
 Format v1 files (erp 0.1: header with model, config diff
 and [collection, kind, path, shape] rows) are read by translating their header.
 """
@@ -19,6 +21,7 @@ import stat
 
 import numpy as np
 
+from erp import active
 from erp import codecs
 from erp import container
 from erp import leaves
@@ -66,13 +69,18 @@ def to_bytes(rows, metadata=None):
 def state_rows(state, *, table='empirical', float_dtype=None):
   """([(Leaf, payload)] of an EprState's params, {path: coding stats})."""
   rows, stats = [], {}
+  views = {path: active.coded_view(kind, state.latents[path].shape)
+           for path, kind in state.kinds if kind != 'float'}
+  references = active.references(views, {
+      path: (np.round(np.asarray(state.latents[path], np.float32)) != 0).reshape(view)
+      for path, view in views.items()})
   for path, kind in state.kinds:
     if kind == 'float':
       rows.append(float_row('params', path, state.floats[path], float_dtype))
       continue
     latent = state.latents[path]
     payload, stats[path] = epr.write_latent(latent, state.decoders[path], state.priors[path],
-                                            table)
+                                            table, references.get(path))
     rows.append(coded_row(path, epr.NAME, kind, latent.shape, payload))
   return rows, stats
 
@@ -217,16 +225,27 @@ def upgrade(blob, metadata_keys=None):
   metadata kept (all).
   """
   found, payloads, metadata = parse(blob)
+  rewritten = rewrite_groups(found, payloads)
   rows = []
-  for leaf, payload in zip(found, payloads):
-    if leaf.codec == epr.NAME and leaf.version < container.VERSION:
-      values, decoder, _ = epr.read_group(payload, leaf)
-      payload = epr.write(values, decoder)[0]
+  for i, (leaf, payload) in enumerate(zip(found, payloads)):
+    if i in rewritten and leaf.version < container.VERSION:
+      payload = rewritten[i][0]
     rows.append((codecs.Leaf(leaf.collection, leaf.path, leaf.codec, leaf.variant, leaf.shape),
                  payload))
   keep = metadata if metadata_keys is None else {
       k: metadata[k] for k in metadata_keys if k in metadata}
   return to_bytes(rows, keep)
+
+
+def rewrite_groups(found, payloads):
+  """{index: (payload, stats)}: a parsed file's EPR leaves written in the current format
+  (the same integer latents and file decoders; references as the writer computes them)."""
+  coded = [i for i, leaf in enumerate(found) if leaf.codec == epr.NAME]
+  groups = dict(zip(coded, epr.read_groups([payloads[i] for i in coded],
+                                           [found[i] for i in coded])))
+  views = {i: active.coded_view(found[i].variant, found[i].shape) for i in coded}
+  references = active.references(views, {i: groups[i][0].reshape(views[i]) != 0 for i in coded})
+  return {i: epr.write(*groups[i][:2], reference=references.get(i)) for i in coded}
 
 
 def decode_bytes(blob, max_values=DEFAULT_MAX_VALUES):

@@ -18,12 +18,10 @@ def leaf_rows(path):
   found, payloads, metadata = file_lib.parse(blob)
   rows = []
   values = codecs.read_all(found, payloads)  # Full validation of every leaf.
-  for leaf, payload, value in zip(found, payloads, values):
-    row = {'path': leaf.name, 'shape': list(leaf.shape),
-           'codec': f'{leaf.codec}:{leaf.variant}' if leaf.variant else leaf.codec,
-           'section_bytes': len(payload)}
-    row.update(codecs.get(leaf.codec).describe(payload, leaf, value))
-    rows.append(row)
+  for leaf, payload, stats in zip(found, payloads, codecs.describe_all(found, payloads, values)):
+    rows.append({'path': leaf.name, 'shape': list(leaf.shape),
+                 'codec': f'{leaf.codec}:{leaf.variant}' if leaf.variant else leaf.codec,
+                 'section_bytes': len(payload), **stats})
   return metadata, rows, len(blob)
 
 

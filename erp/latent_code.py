@@ -1,37 +1,12 @@
-"""The code of one group's integers in a format-3+ file: their range, escapes and stream.
-
-    head:varint = K << 5 | escape << 4 | mode    lo:sint
-    [mode TABLE: K + 1 counts:varint]            [escape: count:varint, values:sint*]
-    stream: the rest of the section
-
-Values are coded in Fortran order (first axis fastest): a dense kernel [in, out]
-unit by unit, a 'dft' kernel [frequency, in, out] frequencies fastest, so the
-stream's statistics do not drift and adaptive coding needs no stored table
-(measured on the 37 LeNet files of erp 0.3: 33 % less side information). Symbols 0..K-1 are the
-values lo..lo+K-1; symbol K (always in a table, else only with escape) stands
-for a value outside that range, stored raw. mode 0..7 codes the symbols
-block-adaptively with alpha = 2**-mode (erp.adaptive, nothing stored); TABLE
-with a stored integer table (erp.coding). The writer prices every central
-range, alpha and the table, and keeps the fewest bytes: a table only pays
-when the symbols change statistics along the tensor (measured: LeNet-300-100's
-first layer, whose border pixels' rows are all zero). A group of one value
-costs its head and lo, and no stream.
-
-    mode BINARIZED + a (format 7; K = max |v|, no lo, no escape): stream
-
-Format 7 adds modes 10..15, erp.binarized (zero flags, signs and magnitudes in
-unary, each an adaptive binary context, alpha = 2**-a): it learns a few
-probabilities where mode 0..7 learns a K-symbol histogram, which pays on the
-sparse, wide groups of small files; and cuts every stream of at most
-TRIM_MAX_VALUES values to its shortest decodable length (erp.coding.shortest_stream).
+"""The code of one group's integers in a format-3+ file: flat (erp.flat_code), or ACTIVE.
 
     mode ACTIVE (format 5; head = ACTIVE, no lo): blob(code of the masks), code of the block
 
 Trained EPR kernels are sparse along whole rows and columns (a LeNet5 file at
 1.2 KB: 131 of fc1's 800 inputs and 63 of its 500 units carry a nonzero). ACTIVE
 stores, for every axis, the mask of the indices whose slice holds a nonzero
-(the masks' 0/1 concatenated, coded as above), then the block those masks cut
-out, coded as above; the zeros outside it cost nothing. The writer takes it
+(the masks' 0/1 concatenated, a flat code), then the block those masks cut
+out, a flat code; the zeros outside it cost nothing. The writer takes it
 when it is the fewer bytes (measured: 10-11 % of the committed LeNet files).
 
     mode ACTIVE_BASE (format 8; head = ACTIVE | 1 << 4): base:sint (!= 0), ACTIVE code of
@@ -41,69 +16,30 @@ The writer tries base = the most frequent value. A last layer's kernel drifts un
 rate as a whole (softmax ignores a constant added to every logit, so a row of equal
 values is free to the task): the LeNet5-Caffe record files' fc2 holds -1 where 0 is
 meant, in every row of the 414-422 fc1 units no input reaches and most of the others.
+
+    mode ACTIVE_REF (format 9; head = ACTIVE | 1 << 5, | 1 << 4 with a base as above):
+    [base:sint] blob(blob(code) blob(code) code: the three referenced_flags) code of the block
+
+Given a reference (erp.active.references: the previous kernel's output mask, repeated to
+this group's input axis, view axis -2), the input mask is coded in two parts, where the
+reference is False and where it is True, each on its own, beside the other axes' masks.
+The units no input reaches leave their outgoing rows unused, so the LeNet5-Caffe files'
+fc2 row mask becomes two constant codes (fc2 at lambda 10: 2,360 coded bits in format 8,
+2,048 in 9; the files 42-47 B smaller, fc1's rows given conv2's channels included). The reader is handed the same
+reference (erp.codecs.epr.read_groups decodes a file's groups in order).
 """
 import numpy as np
 
 from erp import active
-from erp import adaptive
-from erp import binarized
 from erp import coding
 from erp import container
+from erp import flat_code
 from erp.errors import ErpError
 
-TABLE = 8
-ACTIVE = 9
+ACTIVE = flat_code.ACTIVE
 ACTIVE_BASE = ACTIVE | 1 << 4  # Format 8: base != 0, then the ACTIVE code of values - base.
-BINARIZED = 10  # Modes 10..15: erp.binarized with alpha = 2**-(mode - 10); K = max |v|.
-TRIM_MAX_VALUES = 1 << 18  # Streams of more values are not trimmed (each try decodes them).
-TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
-
-
-def _candidates(values, version=container.VERSION):
-  """(bytes, lo, K, escaped, mode, counts) of every way considered to code values."""
-  binary = _binarized_candidate(values) if version >= 7 else None
-  if binary is not None:
-    yield binary
-  for tail in TAILS:
-    lo = int(np.quantile(values, tail / 2, method='lower'))
-    hi = int(np.quantile(values, 1 - tail / 2, method='higher'))
-    if hi - lo + 2 > coding.MAX_TABLE:
-      continue
-    k = hi - lo + 1
-    symbols, escaped = coding.to_indices(values, lo, k + 1)
-    escape = len(escaped) > 0
-    fixed = (coding.varint_bytes(k << 5).item() + coding.sint_bytes(lo).item()
-             + (coding.varint_bytes(len(escaped)).item() + int(coding.sint_bytes(escaped).sum())
-                if escape else 0))
-    num_symbols = k + escape
-    if num_symbols == 1:
-      yield fixed, lo, k, escaped, 0, None
-      continue
-    mode, bits = adaptive.best_alpha(symbols, num_symbols)
-    yield fixed + bits / 8, lo, k, escaped, mode, None
-    hist = np.bincount(symbols, minlength=k + 1)  # A table always has the escape symbol.
-    counts = coding.best_counts(hist.astype(np.float64), hist, lo, escaped)[1]
-    bits = -(hist * np.log2(counts / counts.sum())).sum()
-    yield fixed + int(coding.varint_bytes(counts).sum()) + bits / 8, lo, k, escaped, TABLE, counts
-
-
-def _binarized_candidate(values):
-  """(bytes, 0, K, [], mode, None) of the binarized code, or None (format 7)."""
-  best = binarized.best_alpha(values)
-  if best is None:
-    return None
-  k = int(np.abs(values).max())
-  return coding.varint_bytes(k << 5).item() + best[1] / 8, 0, k, np.zeros(0, np.int64), \
-      BINARIZED + best[0], None
-
-
-def _best(flat, version):
-  """The candidate of fewest bytes for flat values, or None if there are none."""
-  return min(_candidates(flat, version), key=lambda c: c[0]) if flat.size else None
-
-
-def _num_bytes(best):
-  return best[0] if best is not None else 2  # An empty code's head: k = 0, lo = 0.
+REF = 1 << 5  # Format 9: ACTIVE | REF, ACTIVE_BASE | REF: the input mask given a reference.
+ACTIVE_HEADS = (ACTIVE, ACTIVE_BASE, ACTIVE | REF, ACTIVE_BASE | REF)
 
 
 def active_masks(values):
@@ -133,144 +69,105 @@ def _bases(values, version):
       yield base
 
 
-def write(writer, values, table=None, active=True, version=container.VERSION):
+def write(writer, values, table=None, active=True, version=container.VERSION, reference=None):
   """Appends the code of int values (any shape, Fortran order) to a container.Writer.
 
   table: None (the writer picks the fewest bytes) or (lo, counts), a stored
   table to use, escape symbol last (e.g. the learned prior's, erp.codecs.epr).
   active=False: never ACTIVE (what an ACTIVE code holds). version: the format
-  whose code to write (before 8: no ACTIVE_BASE; before 7: no BINARIZED, untrimmed; for
-  tests of old files). Returns {'stream': bytes after the head, 'mode': 0..7, TABLE,
-  BINARIZED + a or ACTIVE (with a base or not), 'num_symbols', 'escapes'}.
+  whose code to write (before 9: no ACTIVE_REF; before 8: no ACTIVE_BASE; before 7: no
+  BINARIZED, untrimmed; for tests of old files). reference: bool [values.shape[-2]] or
+  None, what ACTIVE_REF codes the input mask given. Returns {'stream': bytes after the
+  head, 'mode': 0..7, TABLE, BINARIZED + a or ACTIVE (with a base, a reference or
+  not), 'num_symbols', 'escapes'}.
   """
   values = np.asarray(values, np.int64)
   flat = values.ravel(order='F')
-  best = _best(flat, version) if table is None else None
+  best = flat_code.best(flat, version) if table is None else None
   if active and best is not None:
+    references = [None]
+    if (version >= 9 and reference is not None and values.ndim >= 2
+        and np.shape(reference) == (values.shape[-2],)):
+      references.append(np.asarray(reference, bool))
     plans = []
     for base in _bases(values, version):
       shifted = values - base
       masks = active_masks(shifted)
       block = shifted[np.ix_(*masks)].ravel(order='F')
-      flags = np.concatenate(masks).astype(np.int64)
-      flags_best, block_best = _best(flags, version), _best(block, version)
-      num_bytes = _num_bytes(flags_best) + _num_bytes(block_best) + 3 \
-          + (coding.sint_bytes(base).item() if base else 0)
-      plans.append((num_bytes, base, flags, flags_best, block, block_best))
-    num_bytes, base, flags, flags_best, block, block_best = min(plans, key=lambda p: p[0])
+      block_best = flat_code.best(block, version)
+      for ref in references:  # The masks written (they are small): their exact bytes.
+        parts = [np.concatenate(masks)] if ref is None else referenced_flags(masks, ref)
+        inner = container.Writer()
+        for i, flags in enumerate(parts):  # Each but the last in a blob of its own.
+          flags = flags.astype(np.int64)
+          part = inner if i == len(parts) - 1 else container.Writer()
+          flat_code.write(part, flags, flat_code.best(flags, version), None, version)
+          if part is not inner:
+            inner.blob(part.getvalue())
+        masks_blob = container.Writer().blob(inner.getvalue()).getvalue()
+        num_bytes = len(masks_blob) + flat_code.num_bytes(block_best) + 1 \
+            + (coding.sint_bytes(base).item() if base else 0)
+        plans.append((num_bytes, base, ref is not None, masks_blob, block, block_best))
+    num_bytes, base, referenced, masks_blob, block, block_best = min(plans, key=lambda p: p[0])
     if num_bytes < best[0]:
       start = len(writer.buf)
-      writer.varint(ACTIVE_BASE if base else ACTIVE)
+      writer.varint((ACTIVE_BASE if base else ACTIVE) | (REF if referenced else 0))
       if base:
         writer.sint(base)
-      inner = container.Writer()
-      _write_flat(inner, flags, flags_best, None, version)
-      writer.blob(inner.getvalue())
-      code = _write_flat(writer, block, block_best, None, version)
+      writer.raw(masks_blob)
+      code = flat_code.write(writer, block, block_best, None, version)
       return dict(code, stream=bytes(writer.buf[start + 1:]), mode=ACTIVE)
-  return _write_flat(writer, flat, best, table, version)
+  return flat_code.write(writer, flat, best, table, version)
 
 
-def _write_flat(writer, flat, best, table, version):
-  """Appends the code of flat values: the candidate best, else with table (lo, counts)."""
-  if not flat.size:
-    writer.varint(0).sint(0)
-    return {'stream': b'', 'mode': 0, 'num_symbols': 0, 'escapes': 0}
-  if table is None:
-    _, lo, k, escaped, mode, counts = best
-  else:
-    lo, counts = int(table[0]), np.asarray(table[1], np.int64)
-    k, mode = len(counts) - 1, TABLE
-    escaped = coding.to_indices(flat, lo, len(counts))[1]
-  escape = len(escaped) > 0
-  writer.varint(k << 5 | escape << 4 | mode)
-  if mode < BINARIZED:
-    writer.sint(lo)
-  if mode == TABLE:
-    for c in counts:
-      writer.varint(c)
-  if escape:
-    writer.varint(len(escaped))
-    for v in escaped:
-      writer.sint(v)
-  stream = _encode(flat, lo, k, escape, mode, counts, escaped, version)
-  writer.raw(stream)
-  num_symbols = 2 * k + 1 if mode >= BINARIZED else k + (escape or mode == TABLE)
-  return {'stream': stream, 'mode': mode, 'num_symbols': num_symbols, 'escapes': len(escaped)}
-
-
-def _encode(values, lo, k, escape, mode, counts, escaped, version):
-  """The stream of values (escaped: those stored raw); from format 7 cut to its shortest
-  decodable length."""
-  if mode == TABLE:
-    stream = coding.encode(values, lo, counts)[0]
-  elif mode >= BINARIZED:
-    stream = binarized.encode(values, mode - BINARIZED)
-  elif k + escape <= 1:
-    return b''
-  else:
-    stream = adaptive.encode(coding.to_indices(values, lo, k + 1)[0], k + escape, mode)
-  if version < 7 or values.size > TRIM_MAX_VALUES:
-    return stream
-
-  def decodes_same(candidate):
-    try:
-      return np.array_equal(
-          _decode(candidate, values.size, lo, k, escape, mode, counts, escaped, 'trim'), values)
-    except ErpError:
-      return False
-  return coding.shortest_stream(stream, decodes_same)
-
-
-def read(reader, shape, what, active=True, version=container.VERSION):
+def read(reader, shape, what, active=True, version=container.VERSION, reference=None):
   """(int64 values [shape], stream bytes): the rest of reader's section is the code.
 
   active=False refuses ACTIVE (inside an ACTIVE code, and in files before format 5).
   version: the file's format (before 7: no BINARIZED modes, untrimmed streams).
+  reference: what an ACTIVE_REF code's input mask is coded given (as write's).
   """
   shape = tuple(int(d) for d in shape)
   num_values = int(np.prod(shape))
   start = reader.pos
   head = reader.varint(coding.MAX_TABLE << 5)
-  if (head == ACTIVE or head == ACTIVE_BASE and version >= 8) and active and num_values:
-    base = reader.sint() if head == ACTIVE_BASE else 0
-    if head == ACTIVE_BASE and not base:
+  known = ACTIVE_HEADS[:2 if version < 9 else 4] if version >= 8 else (ACTIVE,)
+  if head in known and active and num_values:
+    if head & REF and (reference is None or len(shape) < 2
+                       or np.shape(reference) != (shape[-2],)):
+      raise ErpError(f'{what}: the code gives its input mask relative to the output mask of '
+                     'the kernel before it, and there is no such kernel of matching size')
+    base = reader.sint() if head & 1 << 4 else 0
+    if head & 1 << 4 and not base:
       raise ErpError(f'{what}: malformed code head {head} (base 0)')
-    return _read_active(reader, shape, what, version) + base, reader.data[start + 1:]
-  k, escape, mode = head >> 5, head >> 4 & 1, head & 15
-  binary = mode >= BINARIZED
-  lo = 0 if binary else reader.sint()
-  bad_binary = binary and (version < 7 or escape or not 1 <= k <= binarized.MAX_LEVELS)
-  if (mode == ACTIVE or bad_binary or (k == 0) != (num_values == 0)
-      or (escape and not num_values)):
-    raise ErpError(f'{what}: malformed code head {head}')
-  counts = None
-  if mode == TABLE:
-    counts = np.array([reader.varint(1 << 24) for _ in range(k + 1)], np.int64)
-    total = int(counts.sum())
-    if counts.min() < 1 or total & (total - 1):
-      raise ErpError(f'{what}: invalid probability table')
-  escaped = np.zeros(0, np.int64)
-  if escape:
-    count = reader.varint(num_values)
-    escaped = np.array([reader.sint() for _ in range(count)], np.int64)
-  stream = reader.raw(len(reader.data) - reader.pos)
-  values = _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what)
-  if binary and int(np.abs(values).max()) != k:
-    raise ErpError(f'{what}: binarized code head says max |value| {k}, the values reach '
-                   f'{int(np.abs(values).max())}')
-  if _encode(values, lo, k, escape, mode, counts, escaped, version) != stream:  # Bytes <-> values.
-    raise ErpError(f'{what}: the stream is not the coding of the values it decodes to '
-                   '(trailing or altered bytes)')
+    values = _read_active(reader, shape, what, version,
+                          np.asarray(reference, bool) if head & REF else None)
+    return values + base, reader.data[start + 1:]
+  values, stream = flat_code.read(reader, head, num_values, what, version)
   return values.reshape(shape, order='F'), stream
 
 
-def _read_active(reader, shape, what, version):
-  """The values of an ACTIVE code: the masks, then the block they cut out; zeros elsewhere."""
+def _read_active(reader, shape, what, version, reference=None):
+  """The values of an ACTIVE code: the masks (given reference: ACTIVE_REF), then the block
+  they cut out; zeros elsewhere."""
   inner = container.Reader(reader.blob(), f'{what} (masks)')
-  flags, _ = read(inner, (sum(shape),), f'{what} (masks)', active=False, version=version)
+  if reference is None:
+    parts = [sum(shape)]
+  else:
+    parts = [sum(shape) - shape[-2], int((~reference).sum()), int(reference.sum())]
+  flags = []
+  for i, size in enumerate(parts):  # Each but the last in a blob of its own.
+    part = inner if i == len(parts) - 1 else container.Reader(inner.blob(), f'{what} (masks)')
+    flags.append(read(part, (size,), f'{what} (masks)', active=False, version=version)[0])
+  flags = np.concatenate(flags)
   if flags.min(initial=0) < 0 or flags.max(initial=0) > 1:
     raise ErpError(f'{what}: active masks hold values other than 0 and 1')
+  if reference is not None:  # Back to axis order: the input mask from its two parts.
+    rest, unref, ref = np.split(flags, np.cumsum(parts)[:-1])
+    inputs = np.zeros(shape[-2], np.int64)
+    inputs[~reference], inputs[reference] = unref, ref
+    split = sum(shape[:-2])
+    flags = np.concatenate([rest[:split], inputs, rest[split:]])
   masks = np.split(flags.astype(bool), np.cumsum(shape)[:-1])
   block, _ = read(reader, tuple(int(m.sum()) for m in masks), what, active=False,
                   version=version)
@@ -279,27 +176,3 @@ def _read_active(reader, shape, what, version):
   if not all(np.array_equal(a, b) for a, b in zip(active_masks(values), masks)):
     raise ErpError(f'{what}: an active mask marks a slice with no nonzero value')
   return values
-
-
-def _decode(stream, num_values, lo, k, escape, mode, counts, escaped, what):
-  if mode == TABLE:
-    return coding.decode(stream, num_values, lo, counts, escaped)
-  if mode >= BINARIZED:
-    try:
-      return binarized.decode(stream, num_values, k, mode - BINARIZED)
-    except Exception as e:  # constriction reports a malformed stream in its own terms.
-      raise ErpError(f'{what}: corrupt range-coded stream: {e}') from None
-  if k + escape <= 1:  # k == 1 (read refuses k == 0 with values): one value, no stream.
-    return np.full(num_values, lo, np.int64)
-  try:
-    symbols = adaptive.decode(stream, num_values, k + escape, mode)
-  except Exception as e:  # constriction reports a malformed stream in its own terms.
-    raise ErpError(f'{what}: corrupt range-coded stream: {e}') from None
-  is_escape = symbols == k
-  if escape and int(is_escape.sum()) != len(escaped):
-    raise ErpError(f'{what}: stream has {int(is_escape.sum())} escapes but the file stores '
-                   f'{len(escaped)} escaped values')
-  symbols += lo  # In place: the values (a model's worth of int64).
-  if escape:
-    symbols[is_escape] = escaped
-  return symbols

@@ -72,7 +72,7 @@ def training_bits(latents, prior_params, rng, prior_samples, table_points=0, fit
     file stores which slices along each axis hold a nonzero and codes the
     block they cut out, erp.latent_code; the zeros outside cost nothing), plus
     the masks' bits (active_block); views {group: shape} gives the axes the
-    code sees (coded_view). 'rounded' priced those outside zeros too: on a
+    code sees (erp.active.coded_view). 'rounded' priced those outside zeros too: on a
     LeNet5 file at 1.5 KB, fc1's 390k of them cost ~410 bits of the 450 by
     which the priors' estimate exceeded the code.
   * 'active_base': as 'active', a group of >= 2 axes less its most frequent
@@ -249,13 +249,6 @@ def rounded_bits(latents, prior_params, names, seeds=None, samples=0, views=None
       _stack([prior_params[n] for n in names]))
   total = (bits * hists).sum(-1) + jnp.stack([jnp.float32(b) for b in mask_bits])
   return (total, bits) if return_grid else total
-
-
-def coded_view(kind, shape):
-  """The shape whose axes a group's ACTIVE code masks (erp.codecs.epr): a 'dft' kernel's
-  two frequency axes are one (the file codes [frequency, in, out]); others as they are."""
-  shape = tuple(int(d) for d in shape)
-  return (shape[0] * shape[1],) + shape[2:] if kind == 'dft' and len(shape) > 2 else shape
 
 
 def active_block(values, view):

@@ -140,7 +140,7 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
   adaptive_gradient='prior', or the code's own, 'code'). Returns the
   total, or {path: bits} with per_group=True.
   """
-  views = {path: rate_term.coded_view(kind, state.latents[path].shape)
+  views = {path: active.coded_view(kind, state.latents[path].shape)
            for path, kind in state.kinds if kind != 'float'}
   small = {k: v for k, v in state.latents.items() if v.size <= adaptive_max_latents}
   references = references_of(state, views) if small else None

@@ -47,12 +47,12 @@ def run_fit(run_dir, refit_steps=0, filters=(3, 3, 3)):
   with open(os.path.join(run_dir, 'model.erp'), 'rb') as f:
     leaves, payloads, _ = file_lib.parse(f.read())
   out = {}
-  for leaf, payload in zip(leaves, payloads):
-    if leaf.codec == epr.NAME:
-      g = groups[leaf.path]
-      values = epr.read_group(payload, leaf)[0]
-      refit = refit_bits(values, filters, refit_steps) if refit_steps else None
-      out[leaf.path] = (g['est_bits'], coding.empirical_bits(values), g['coded_bits'], refit)
+  coded = [(leaf, payload) for leaf, payload in zip(leaves, payloads) if leaf.codec == epr.NAME]
+  read = epr.read_groups([p for _, p in coded], [leaf for leaf, _ in coded])
+  for (leaf, _), (values, _, _) in zip(coded, read):
+    g = groups[leaf.path]
+    refit = refit_bits(values, filters, refit_steps) if refit_steps else None
+    out[leaf.path] = (g['est_bits'], coding.empirical_bits(values), g['coded_bits'], refit)
   return out
 
 

@@ -32,8 +32,9 @@ def main():
     with open(path, 'rb') as f:
       old = f.read()
     new = file_lib.upgrade(old, METADATA)
-    coded_bytes = sum(len(epr.read_group(p, leaf)[2]) for leaf, p in zip(*file_lib.parse(new)[:2])
-                      if leaf.codec == epr.NAME)
+    coded = [(leaf, p) for leaf, p in zip(*file_lib.parse(new)[:2]) if leaf.codec == epr.NAME]
+    coded_bytes = sum(len(g[2]) for g in epr.read_groups([p for _, p in coded],
+                                                         [leaf for leaf, _ in coded]))
     out = os.path.join(args.out, dataset, run, 'model.erp')
     os.makedirs(os.path.dirname(out), exist_ok=True)
     file_lib.write_atomic(out, new)

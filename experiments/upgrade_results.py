@@ -1,15 +1,17 @@
-"""Rewrites the committed format 3-7 files in the current format, in place, where that
+"""Rewrites the committed format 3-8 files in the current format, in place, where that
 leaves every decoded value bit-identical and the file no larger, and updates their
 result.json sizes.
 
 python experiments/upgrade_results.py [--root experiments/results]
 
-A format-8 file codes the same integer latents in fewer bytes (format 5:
+A format-9 file codes the same integer latents in fewer bytes (format 5:
 erp.latent_code's ACTIVE block, a 'dft' kernel's latents at its frequencies in
 use only; format 6: a 'dft' kernel's steps in one Rice-coded bit block, the
 Fashion-MNIST LeNet headers in the header dictionary; format 7: the binarized
 code and every stream cut to its shortest decodable length; format 8: the ACTIVE code
-of a group's values minus their most frequent value, ACTIVE_BASE): the decoded model, hence
+of a group's values minus their most frequent value, ACTIVE_BASE; format 9: a kernel's
+input mask given the previous kernel's output mask, ACTIVE_REF, and all-zero biases
+without a step): the decoded model, hence
 its val and test error, is unchanged; this checks that and refuses to touch a
 file whose decoded values would move. export.num_bytes, coded_latent_bits and
 the groups' coded_bits / payload_bytes / mode are then the new file's;
@@ -31,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from erp import container  # noqa: E402
 from erp import file as file_lib  # noqa: E402
 from erp import workdir as workdir_lib  # noqa: E402
-from erp.codecs import epr  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +43,7 @@ def upgrade_run(run_dir):
   with open(path, 'rb') as f:
     old = f.read()
   version = old[4]
-  if version not in (3, 4, 5, 6, 7):
+  if version not in (3, 4, 5, 6, 7, 8):
     return f'skipped: format {version}'
   new = file_lib.upgrade(old)
   if len(new) > len(old):
@@ -57,12 +58,10 @@ def upgrade_run(run_dir):
   export = result['export']
   groups = export.get('groups', {})
   coded_bits = 0
-  for leaf, payload in zip(*file_lib.parse(new)[:2]):
-    if leaf.codec != epr.NAME:
-      continue
-    values, decoder, _ = epr.read_group(payload, leaf)
-    rewritten, stats = epr.write(values, decoder)
-    assert rewritten == payload, leaf.name
+  found, payloads, _ = file_lib.parse(new)
+  for i, (rewritten, stats) in sorted(file_lib.rewrite_groups(found, payloads).items()):
+    leaf = found[i]
+    assert rewritten == payloads[i], leaf.name
     coded_bits += stats['coded_bits']
     if leaf.path in groups:
       groups[leaf.path].update({k: stats[k] for k in ('coded_bits', 'payload_bytes', 'mode')})

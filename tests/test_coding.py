@@ -137,6 +137,50 @@ def test_every_code_round_trips_and_format_7_is_never_longer(values):
   assert sizes[8] <= sizes[7] <= sizes[6]
 
 
+def test_an_active_code_may_give_its_input_mask_relative_to_a_reference():
+  """Format 9: that kernel's live rows are the previous layer's live outputs; handed them as
+  its reference, the writer codes the row mask as two constant codes (ACTIVE_REF), >= 25
+  bytes fewer than format 8, and the reader handed the same reference decodes it exactly;
+  without one, or with one of the wrong length, or as format 8, it refuses the code; a
+  reference that does not help leaves the format-8 code."""
+  from erp import container, latent_code
+  rng = np.random.default_rng(3)
+  values = np.full((500, 10), -1, np.int64)
+  live = rng.choice(500, 86, replace=False)
+  values[live] += rng.integers(-3, 4, (86, 10)) * (rng.random((86, 10)) < 0.5)
+  values[live, 0] = 2  # Every live row holds a value other than the base.
+  reference = np.zeros(500, bool)
+  reference[live] = True
+  w8, w9 = container.Writer(), container.Writer()
+  latent_code.write(w8, values, version=8, reference=reference)
+  code = latent_code.write(w9, values, reference=reference)
+  blob = w9.getvalue()
+  assert code['mode'] == latent_code.ACTIVE
+  assert blob[0] == latent_code.ACTIVE_BASE | latent_code.REF
+  assert len(blob) <= len(w8.getvalue()) - 25, (len(blob), len(w8.getvalue()))
+  decoded, stream = latent_code.read(container.Reader(blob, 'g'), values.shape, 'g',
+                                     reference=reference)
+  np.testing.assert_array_equal(decoded, values)
+  assert stream == code['stream']
+  for bad in (None, reference[:-1]):
+    with pytest.raises(ErpError, match='output mask of the kernel before it'):
+      latent_code.read(container.Reader(blob, 'g'), values.shape, 'g', reference=bad)
+  with pytest.raises(ErpError, match='malformed code head'):
+    latent_code.read(container.Reader(blob, 'g'), values.shape, 'g', version=8,
+                     reference=reference)
+  useless = rng.random(500) < 0.5  # Independent of the rows: no gain, the plain code.
+  w = container.Writer()
+  latent_code.write(w, values, reference=useless)
+  assert w.getvalue() == w8.getvalue()
+  # A reference that disagrees on a few rows still decodes exactly.
+  off = reference.copy()
+  off[rng.choice(500, 5, replace=False)] ^= True
+  w = container.Writer()
+  latent_code.write(w, values, reference=off)
+  np.testing.assert_array_equal(latent_code.read(container.Reader(w.getvalue(), 'g'),
+                                                 values.shape, 'g', reference=off)[0], values)
+
+
 def test_an_active_code_may_subtract_a_drifted_base():
   """Format 8: a 500 x 10 kernel holding -1 where 0 is meant (as the LeNet5-Caffe record
   files' fc2: 414 rows all -1, the others -1 but for a few values) is coded as -1 and the
@@ -195,7 +239,7 @@ def test_trimmed_streams_are_the_shortest_the_search_finds_and_bind_to_their_val
   """A format-7 stream is cut to where one byte fewer no longer decodes to its values;
   a byte appended, or the code read as a format-6 file's, is refused; a binarized head
   claiming a larger max |v| is read as other values reaching it, or refused."""
-  from erp import container, latent_code
+  from erp import container, flat_code, latent_code
   rng = np.random.default_rng(5)
   saved = 0
   for trial in range(20):
@@ -213,7 +257,7 @@ def test_trimmed_streams_are_the_shortest_the_search_finds_and_bind_to_their_val
       pass
     with pytest.raises(ErpError, match='not the coding of the values'):
       latent_code.read(container.Reader(head + stream + b'\x00', 'g'), values.shape, 'g')
-    if code['mode'] >= latent_code.BINARIZED:
+    if code['mode'] >= flat_code.BINARIZED:
       with pytest.raises(ErpError, match='malformed code head'):
         latent_code.read(container.Reader(w7.getvalue(), 'g'), values.shape, 'g', version=6)
       k = int(np.abs(values).max())

@@ -173,7 +173,7 @@ def test_a_header_that_inflates_past_its_limit_or_lists_too_many_leaves_is_refus
     file_lib.decode_bytes(container.write(many, []))
 
 
-def test_a_format_8_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
+def test_a_format_9_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinned():
   """9 bytes of framing; the header dictionaries are part of the format (a changed byte
   would change what every file means), and a LeNet header, of an MNIST or a Fashion-MNIST
   run, deflates to a few bytes with format 6's (which formats 7-8 keep)."""
@@ -186,9 +186,9 @@ def test_a_format_8_file_is_its_few_framing_bytes_and_the_dictionaries_are_pinne
   rows = [(codecs.Leaf('params', 'Dense_0/kernel', 'float', 'float32', (0,)), b'')]
   blob = file_lib.to_bytes(rows)
   version, header, sections = container.read(blob)
-  assert version == 8 and sections == [(None, b'')]
+  assert version == 9 and sections == [(None, b'')]
   # Magic, version, header length + deflated header, payload length, CRC32: nothing else.
-  assert blob[:5] == container.MAGIC + b'\x08' and blob[5] == len(blob) - 11 and blob[-5] == 0
+  assert blob[:5] == container.MAGIC + b'\x09' and blob[5] == len(blob) - 11 and blob[-5] == 0
   inflate = zlib.decompressobj(-15, zdict=header_dictionary.HEADER_DICTIONARY_6)
   assert json.loads(inflate.decompress(blob[6:-5])) == header
   lenet5 = {'leaves': [['params', f'{m}/{k}', 'epr', 'dft' if 'Conv' in m and k == 'kernel'
@@ -343,3 +343,73 @@ def test_sparse_kernels_are_coded_as_their_active_block():
   latent_code.write(forged, values[np.ix_(*masks)].ravel(order='F'), active=False)
   with pytest.raises(erp.ErpError, match='slice with no nonzero'):
     latent_code.read(container.Reader(forged.getvalue(), 'g'), values.shape, 'g')
+
+
+def test_a_file_codes_a_kernel_s_input_mask_given_the_kernel_before_it():
+  """Format 9 through erp.file: a conv -> dense -> dense chain whose fc2 rows live exactly
+  where fc1's columns do is written with fc2 as ACTIVE_REF; the file decodes to the
+  state's exact params, erp.inspect reads it, and upgrading its format-8 twin gives its
+  bytes."""
+  from erp import inspect
+  from erp import state as state_lib
+  from erp.codecs import epr
+  rng = np.random.default_rng(5)
+  conv = np.zeros((3, 3, 1, 6), np.float32)
+  conv[0, 0, 0, [1, 4]] = 2
+  fc1 = np.zeros((24, 300), np.int64)  # A 2 x 2 x 6 map flattened: channel = row % 6.
+  live = rng.choice(300, 40, replace=False)
+  fc1[np.ix_([1, 4, 7, 10, 16], live)] = rng.integers(1, 4, (5, 40))
+  fc2 = np.full((300, 10), -1, np.int64)
+  fc2[live] = rng.integers(-3, 4, (40, 10))
+  fc2[live, 0] = 3
+  params = {'a': {'kernel': np.zeros((3, 3, 1, 6), np.float32)},
+            'b': {'bias': np.zeros(300, np.float32), 'kernel': np.zeros((24, 300), np.float32)},
+            'c': {'kernel': np.zeros((300, 10), np.float32)}}
+  state = state_lib.reparameterize(params, seed=1)
+  state = state.replace(latents={**state.latents, 'a/kernel': jnp.asarray(conv),
+                                 'b/kernel': jnp.asarray(fc1, jnp.float32),
+                                 'c/kernel': jnp.asarray(fc2, jnp.float32)})
+  blob, info = file_lib.encode(state)
+  found, payloads, _ = file_lib.parse(blob)
+  heads = {}
+  for leaf, payload in zip(found, payloads):
+    if leaf.path in ('b/kernel', 'c/kernel'):
+      r = container.Reader(payload, 'g')
+      r.sint()  # The step; then the code's head.
+      heads[leaf.path] = r.varint()
+  # fc1's 24 rows are too few for the reference to pay for its heads; fc2's pay.
+  assert heads == {'b/kernel': latent_code.ACTIVE,
+                   'c/kernel': latent_code.ACTIVE_BASE | latent_code.REF}
+  decoded = file_lib.decode_bytes(blob)[0]['params']
+  expected = state_lib.decode(state, exact=True)
+  for path in ('a/kernel', 'b/kernel', 'b/bias', 'c/kernel'):
+    outer, inner = path.split('/')
+    np.testing.assert_array_equal(decoded[outer][inner], expected[outer][inner])
+  # The same latents in format 8 (no references): larger, and upgraded to these bytes.
+  coded = [(leaf, p) for leaf, p in zip(found, payloads) if leaf.codec == 'epr']
+  groups = epr.read_groups([p for _, p in coded], [leaf for leaf, _ in coded])
+  rows = []
+  for (leaf, _), (values, decoder, _) in zip(coded, groups):
+    w = container.Writer()
+    if leaf.variant == 'dft':
+      rows.append((leaf, payloads[found.index(leaf)]))  # The conv's code has no reference.
+      continue
+    ints = reparam.file_decoder(decoder)[1]
+    w.sint(ints['log_step'])
+    if 'shift' in ints:
+      w.sint(ints['shift'])
+    latent_code.write(w, values, version=8)
+    rows.append((leaf, w.getvalue()))
+  v8 = bytearray(file_lib.to_bytes(rows))
+  v8[4] = 8
+  v8 = bytes(v8[:-4]) + struct.pack('<I', zlib.crc32(bytes(v8[:-4])))
+  assert len(v8) > len(blob) + 10, (len(v8), len(blob))
+  assert file_lib.upgrade(v8) == blob
+  path = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'ref_{os.getpid()}.erp')
+  file_lib.write_atomic(path, blob)
+  try:
+    _, described, _ = inspect.leaf_rows(path)
+  finally:
+    os.remove(path)
+  assert {r['path']: r['coded_bits'] for r in described}['params/c/kernel'] == \
+      info['groups']['c/kernel']['coded_bits']

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from erp import active
 from erp import noise
 from erp import packed
 from erp import priors
@@ -301,7 +302,7 @@ def test_active_block_is_the_block_the_file_codes(shape, kind):
   a nonzero; the masks cost their binary entropy."""
   from erp import latent_code
   values = _sparse(np.random.default_rng(len(shape)), shape, 25)
-  view = rate_term.coded_view(kind, shape)
+  view = active.coded_view(kind, shape)
   assert view == ((25,) + shape[2:] if kind == 'dft' else shape)
   block, mask_bits = rate_term.active_block(jnp.asarray(values.ravel(), jnp.float32), view)
   masks = latent_code.active_masks(values.reshape(view))
@@ -309,8 +310,8 @@ def test_active_block_is_the_block_the_file_codes(shape, kind):
   inside = np.zeros(view, bool)
   inside[want] = True
   np.testing.assert_array_equal(np.asarray(block) > 0, inside.ravel())
-  active, total = sum(m.sum() for m in masks), sum(view)
-  p = active / total
+  live, total = sum(m.sum() for m in masks), sum(view)
+  p = live / total
   np.testing.assert_allclose(float(mask_bits), -total * (p * np.log2(p) + (1 - p) * np.log2(1 - p)),
                              rtol=1e-5)
   ones, no_bits = rate_term.active_block(jnp.asarray(values.ravel()[:7], jnp.float32), (7,))

@@ -7,8 +7,10 @@ read(payload, leaf) -> numpy array [leaf.shape] and describe(payload, leaf,
 value) -> {stats}, value being what read decoded, and optionally work(payload,
 leaf) -> the number of values its decoding allocates beyond the leaf's own (read
 from the section's first bytes, before decoding). A codec whose leaves share one
-code (surp_global) defines read_joint(payloads, leaves) and work_joint instead of
-read and work: all its leaves of a file are decoded together, in file order.
+code (surp_global), or whose codes refer to the leaf before (epr, format 9), defines
+read_joint(payloads, leaves) (and work_joint, describe_joint(payloads, leaves, values) if
+it needs them) instead of read, work and describe: all its leaves of a file are decoded
+together, in file order.
 Adding a method is one module here (and a line in CODECS) plus its training
 procedure.
 """
@@ -77,4 +79,21 @@ def work(leaves, payloads):
   total = sum(codec.work(payloads[i], leaves[i]) for i, codec in single
               if hasattr(codec, 'work'))
   return total + sum(codec.work_joint([payloads[i] for i in index], [leaves[i] for i in index])
-                     for codec, index in joint.items())
+                     for codec, index in joint.items() if hasattr(codec, 'work_joint'))
+
+
+def describe_all(leaves, payloads, values):
+  """[codec stats of each leaf] (values: what read_all decoded)."""
+  single, joint = _by_codec(leaves, payloads)
+  out = [None] * len(leaves)
+  for i, codec in single:
+    out[i] = codec.describe(payloads[i], leaves[i], values[i])
+  for codec, index in joint.items():
+    if hasattr(codec, 'describe_joint'):
+      stats = codec.describe_joint([payloads[i] for i in index], [leaves[i] for i in index],
+                                   [values[i] for i in index])
+    else:
+      stats = [codec.describe(payloads[i], leaves[i], values[i]) for i in index]
+    for i, row in zip(index, stats):
+      out[i] = row
+  return out

@@ -12,12 +12,16 @@ prior's mass at each integer, as the paper codes them (EPR sec. 2.3). Format 5
 stored the mask as bytes and each step as its difference from the one before;
 format 4 also coded every frequency's latents, flat; format 3 stored every
 step; formats 1-2 (erp 0.1-0.2) float32 decoders and a table always;
-read_group reads them all.
+read_group reads them all. Format 9: a kernel's ACTIVE code may give its input mask
+relative to the output mask of the kernel before it (erp.latent_code's ACTIVE_REF,
+erp.active.references), so a file's groups are read in order (read_groups).
 """
 import numpy as np
 
+from erp import active
 from erp import coding
 from erp import container
+from erp import flat_code
 from erp import latent_code
 from erp import priors
 from erp import reparam
@@ -47,9 +51,10 @@ def prior_table(prior_params, values):
   return lo, coding.best_precision(np.append(pmf, escape), values, lo)
 
 
-def write(values, decoder, table=None):
-  """(payload, stats) of one group: int values [shape], its decoder, and table None (the
-  fewest bytes) or (lo, counts)."""
+def write(values, decoder, table=None, reference=None):
+  """(payload, stats) of one group: int values [shape], its decoder, table None (the
+  fewest bytes) or (lo, counts), and reference (erp.active.references: what its ACTIVE code
+  may give the input mask relative to; the reader must be handed the same)."""
   _, ints = reparam.file_decoder(decoder)
   w = container.Writer()
   values = np.asarray(values, np.int64)
@@ -62,9 +67,9 @@ def write(values, decoder, table=None):
     w.sint(steps[0])
   if 'shift' in ints:
     w.sint(ints['shift'])
-  code = latent_code.write(w, coded, table)
+  code = latent_code.write(w, coded, table, reference=reference)
   payload = w.getvalue()
-  mode = {latent_code.TABLE: 'table', latent_code.ACTIVE: 'active'}
+  mode = {flat_code.TABLE: 'table', latent_code.ACTIVE: 'active'}
   return payload, {
       'coded_bits': 8 * len(code['stream']),
       'iid_bits': coding.empirical_bits(values),
@@ -139,10 +144,11 @@ def _used_frequencies(values, step_shape):
   return np.asarray(values).reshape(int(np.prod(step_shape)), -1).any(axis=1)
 
 
-def write_latent(latent, decoder, prior_params=None, table='empirical'):
+def write_latent(latent, decoder, prior_params=None, table='empirical', reference=None):
   """(payload, stats) of one EPR group from its (unrounded) latent.
 
-  table: 'empirical' (the writer's choice: the fewest bytes) or 'prior'.
+  table: 'empirical' (the writer's choice: the fewest bytes) or 'prior'. reference: as
+  write's.
   """
   values = np.round(np.asarray(latent, np.float32)).astype(np.int64)
   if table not in TABLES:
@@ -150,11 +156,13 @@ def write_latent(latent, decoder, prior_params=None, table='empirical'):
   if table == 'prior' and prior_params is None:
     raise ErpError("table='prior' needs the group's prior")
   return write(values, decoder,
-               prior_table(prior_params, values.ravel()) if table == 'prior' else None)
+               prior_table(prior_params, values.ravel()) if table == 'prior' else None,
+               reference)
 
 
-def read_group(payload, leaf):
-  """(integer latents int64 [shape], float32 decoder, stream bytes) of one section."""
+def read_group(payload, leaf, reference=None):
+  """(integer latents int64 [shape], float32 decoder, stream bytes) of one section;
+  reference: what its code's input mask is given relative to (read_groups)."""
   if leaf.variant not in VARIANTS:
     raise ErpError(f'leaf {leaf.name}: unknown EPR decoder {leaf.variant!r}')
   shape = tuple(leaf.shape)
@@ -182,12 +190,12 @@ def read_group(payload, leaf):
       ints['shift'] = r.sint(1 << 40)
     decoder = reparam.decoder_of_ints(ints)
     if leaf.version >= 5 and masked:  # The latents of the frequencies in use only.
-      coded, stream = latent_code.read(r, (int(used.sum()),) + shape[2:], what,
-                                       version=leaf.version)
+      coded, stream = _read_code(r, (int(used.sum()),) + shape[2:], what, leaf.version,
+                                 reference)
       values = np.zeros((num_steps,) + shape[2:], np.int64)
       values[used] = coded
     elif leaf.version >= 5:
-      values, stream = latent_code.read(r, shape, what, version=leaf.version)
+      values, stream = _read_code(r, shape, what, leaf.version, reference)
     else:  # Formats 3-4: Fortran order, no ACTIVE code.
       values, stream = latent_code.read(r, (int(np.prod(shape)),), what, active=False,
                                         version=leaf.version)
@@ -204,14 +212,32 @@ def read_group(payload, leaf):
   return values.reshape(shape), decoder, stream
 
 
-def read(payload, leaf):
-  values, decoder, _ = read_group(payload, leaf)
-  return reparam.decode_exact(leaf.variant, values, decoder)
+def _read_code(r, shape, what, version, reference):
+  return latent_code.read(r, shape, what, version=version,
+                          reference=reference if version >= 9 else None)
 
 
-def describe(payload, leaf, value):
-  """Stats of the coded latents (not of the decoded weights, value)."""
-  del value
-  values, _, stream = read_group(payload, leaf)
-  return {**coding.code_stats(8 * len(stream), values),
-          'iid_bits': coding.empirical_bits(values)}
+def read_groups(payloads, leaves):
+  """[read_group of each] of a file's EPR leaves, in file order: each handed the reference
+  its code may use (erp.active.references: the output mask of the kernel before it)."""
+  out, previous = [], None
+  for payload, leaf in zip(payloads, leaves):
+    view = active.coded_view(leaf.variant, leaf.shape)
+    reference = active.reference(previous, view)
+    out.append(read_group(payload, leaf, reference))
+    if len(view) >= 2:
+      previous = active.output_mask(out[-1][0].reshape(view) != 0)
+  return out
+
+
+def read_joint(payloads, leaves):
+  """The decoded weights of a file's EPR leaves (read_groups)."""
+  return [reparam.decode_exact(leaf.variant, values, decoder)
+          for leaf, (values, decoder, _) in zip(leaves, read_groups(payloads, leaves))]
+
+
+def describe_joint(payloads, leaves, values):
+  """Stats of each leaf's coded latents (not of the decoded weights, values)."""
+  del values
+  return [{**coding.code_stats(8 * len(stream), ints), 'iid_bits': coding.empirical_bits(ints)}
+          for ints, _, stream in read_groups(payloads, leaves)]
