@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import re
 
 from erp import config as config_lib
 
@@ -192,13 +193,14 @@ def _mean_std(xs):
 
 
 def seed_means(rows_):
-  """Runs whose configs differ only in the seed (with a validation split), as mean and
-  sample std of size, validation and test error."""
+  """Runs whose configs and names differ only in the seed (with a validation split), as mean
+  and sample std of size, validation and test error. The name too: a change of code (e.g.
+  how the rate prices a group) leaves the config as it was, and the sweep's prefix says so."""
   groups = {}
   for r in rows_:
     if r['val_error_pct'] is not None and r['method'] != 'float':
       key = (r['dataset'], r['model'], r['method'], r['setting'], r['epochs'],
-             r['config_but_seed'])
+             r['config_but_seed'], re.sub(r'_seed\d+$', '', r['run']))
       groups.setdefault(key, []).append(r)
   out = []
   for key, group in sorted(groups.items()):

@@ -118,15 +118,18 @@ def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
 
 
 def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
-  for seed, (size, val, test) in enumerate([(1500, 0.9, 1.0), (1600, 1.1, 0.8), (1400, 1.0, 0.9)]):
-    config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': seed + 1,
-              'init_from': f'/session{seed}/float'}
-    _write(tmp_path, 'mnist', f'epr_s{seed}', 'epr', size, test, config)
-    path = tmp_path / 'mnist' / f'epr_s{seed}' / 'result.json'
+  runs = [('epr_seed1', 1500, 0.9, 1.0), ('epr_seed2', 1600, 1.1, 0.8), ('epr_seed3', 1400, 1.0, 0.9),
+          ('epr_newcode_seed1', 1450, 1.0, 0.9)]
+  for i, (run, size, val, test) in enumerate(runs):
+    config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': i % 3 + 1,
+              'init_from': f'/session{i}/float'}
+    _write(tmp_path, 'mnist', run, 'epr', size, test, config)
+    path = tmp_path / 'mnist' / run / 'result.json'
     result = json.loads(path.read_text())
     result['export']['val_error_pct'] = val
     path.write_text(json.dumps(result))
-  # Each seed started from a float run in another workdir: one setting. From scratch is another.
+  # Each seed started from a float run in another workdir: one setting. From scratch is another,
+  # and so is a sweep of another name with the same config (a change of code, not of config).
   _write(tmp_path, 'mnist', 'epr_scratch', 'epr', 1500, 1.0,
          {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': 7, 'init_from': ''})
   path = tmp_path / 'mnist' / 'epr_scratch' / 'result.json'
@@ -137,7 +140,9 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
                                                      'rd': {'lmbda': 1.0}, 'seed': 9})
   rows = tables.rows(str(tmp_path))
   groups = tables.seed_means(rows)  # 'old' has no validation split.
-  assert sorted(g['runs'] for g in groups) == [['epr_s0', 'epr_s1', 'epr_s2'], ['epr_scratch']]
+  assert sorted(g['runs'] for g in groups) == [['epr_newcode_seed1'],
+                                               ['epr_scratch'],
+                                               ['epr_seed1', 'epr_seed2', 'epr_seed3']]
   (group,) = [g for g in groups if len(g['runs']) == 3]
   mine = dict(rows[0], series='epr (this notebook)')
   plot_rd.plot(rows, [], 'mnist', 'lenet300', str(tmp_path / 'rd.png'), highlight=[mine])
@@ -152,18 +157,19 @@ def test_a_teacher_of_another_model_is_named_and_never_merged_with_the_students_
                   'distill_temperature': 4.0}, 'rd': {'lmbda': 1.0}, 'model': {'name': 'lenet300'}}
   for run, teacher in (('own', None), ('conv', 'lenet5')):
     for seed in (1, 2):
-      _write(tmp_path, 'mnist', f'{run}{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
-      path = tmp_path / 'mnist' / f'{run}{seed}' / 'result.json'
+      _write(tmp_path, 'mnist', f'{run}_seed{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
+      path = tmp_path / 'mnist' / f'{run}_seed{seed}' / 'result.json'
       result = json.loads(path.read_text())
       result['export']['val_error_pct'] = 2.0
       result['teacher_model'] = {'name': teacher or 'lenet300', 'width': 1}
       path.write_text(json.dumps(result))
   rows = tables.rows(str(tmp_path))
   assert {r['run']: r['setting'] for r in rows} == {
-      'own1': 'λ=1 +kd(w=0.5, T=4)', 'own2': 'λ=1 +kd(w=0.5, T=4)',
-      'conv1': 'λ=1 +kd(lenet5, w=0.5, T=4)', 'conv2': 'λ=1 +kd(lenet5, w=0.5, T=4)'}
-  assert sorted(g['runs'] for g in tables.seed_means(rows)) == [['conv1', 'conv2'],
-                                                                ['own1', 'own2']]
+      'own_seed1': 'λ=1 +kd(w=0.5, T=4)', 'own_seed2': 'λ=1 +kd(w=0.5, T=4)',
+      'conv_seed1': 'λ=1 +kd(lenet5, w=0.5, T=4)',
+      'conv_seed2': 'λ=1 +kd(lenet5, w=0.5, T=4)'}
+  assert sorted(g['runs'] for g in tables.seed_means(rows)) == [
+      ['conv_seed1', 'conv_seed2'], ['own_seed1', 'own_seed2']]
 
 
 def test_runs_from_an_augmented_float_run_are_labelled_and_never_merged_with_plain_ones(
@@ -175,22 +181,25 @@ def test_runs_from_an_augmented_float_run_are_labelled_and_never_merged_with_pla
                   'distill_temperature': 4.0}, 'rd': {'lmbda': 1.0}, 'init_from': '/float',
         'model': {'name': 'lenet5'}}
   aug = {'augment': True, 'num_epochs': 40}
-  for run, recipe in (('old', None), ('plain', {'augment': False, 'num_epochs': 20}),
-                      ('aug', aug)):
-    for seed in (1, 2):
-      _write(tmp_path, 'mnist', f'{run}{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
-      path = tmp_path / 'mnist' / f'{run}{seed}' / 'result.json'
-      result = json.loads(path.read_text())
-      result['export']['val_error_pct'] = 2.0
-      if recipe:
-        result['float_runs'] = {'init_from': recipe, 'distill_from': recipe}
-      path.write_text(json.dumps(result))
+  plain = {'augment': False, 'num_epochs': 20}
+  # plain_seed2's result.json predates float_runs: its float run was plain too.
+  for run, recipe in (('plain_seed1', plain), ('plain_seed2', None), ('aug_seed1', aug),
+                      ('aug_seed2', aug)):
+    seed = int(run[-1])
+    _write(tmp_path, 'mnist', run, 'epr', 5000, 2.0, {**kd, 'seed': seed})
+    path = tmp_path / 'mnist' / run / 'result.json'
+    result = json.loads(path.read_text())
+    result['export']['val_error_pct'] = 2.0
+    if recipe:
+      result['float_runs'] = {'init_from': recipe, 'distill_from': recipe}
+    path.write_text(json.dumps(result))
   rows = tables.rows(str(tmp_path))
   settings = {r['run']: r['setting'] for r in rows}
-  assert settings['aug1'] == 'λ=1 from float(+aug, 40 ep) +kd(teacher(+aug, 40 ep), w=0.5, T=4)'
-  assert settings['old1'] == settings['plain2'] == 'λ=1 from float +kd(w=0.5, T=4)'
+  assert settings['aug_seed1'] == ('λ=1 from float(+aug, 40 ep) +kd(teacher(+aug, 40 ep), '
+                                   'w=0.5, T=4)')
+  assert settings['plain_seed1'] == settings['plain_seed2'] == 'λ=1 from float +kd(w=0.5, T=4)'
   assert sorted(g['runs'] for g in tables.seed_means(rows)) == [
-      ['aug1', 'aug2'], ['old1', 'old2', 'plain1', 'plain2']]
+      ['aug_seed1', 'aug_seed2'], ['plain_seed1', 'plain_seed2']]
 
 
 def _group(method, num_bytes, val, test, seeds=(1,)):
