@@ -37,7 +37,7 @@ def references(views, nonzero):
 
   A trained chain of layers leaves units that no input reaches, and their outgoing
   weights go unused: on the LeNet5-Caffe files at 1.5 KB, fc2's rows (an ACTIVE_BASE mask
-  of ~330 bits) are exactly fc1's live columns, and fc1's rows lie in conv2's live output
+  of ~300 bits) are exactly fc1's live columns, and fc1's rows lie in conv2's live output
   channels. So a group's input-axis mask (view axis -2) is coded given the output mask of
   the group before it of >= 2 axes, index i reading i % n of its n outputs (the channel of
   a flattened NHWC feature map); None where there is no such group or n does not divide
@@ -50,6 +50,13 @@ def references(views, nonzero):
     out[name] = reference(previous, view)
     previous = output_mask(nonzero[name])
   return out
+
+
+def latent_references(views, latents):
+  """references of NumPy-convertible latents {group: array} (the writer's and the export
+  estimate's; training's are traced, erp.state.references_of)."""
+  return references(views, {k: (np.round(np.asarray(latents[k], np.float32)) != 0).reshape(v)
+                             for k, v in views.items()})
 
 
 def reference(previous, view):

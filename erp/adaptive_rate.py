@@ -152,10 +152,10 @@ def rounded_bits(latents, half_width, views=None, references=None):
 
 def training_bits(latents, half_width, views=None, references=None):
   """{group: bits} of latents {group: float array} at their rounded values (the value;
-  views, references: as _code_bits), with gradient='code': the latents' gradient of the noise-averaged
-  bits of the integers joined by lines (of the whole code), a latent's own integer counted
-  without it (a local slope: it pulls a latent toward a neighbouring integer that holds
-  more values, never further)."""
+  views, references: as _code_bits), with gradient='code': the latents' gradient of the
+  noise-averaged bits of the integers joined by lines (of the whole code), a latent's own
+  integer counted without it (a local slope: it pulls a latent toward a neighbouring
+  integer that holds more values, never further)."""
   names, bits, grid, own = _code_bits(latents, half_width, views, references)
   slopes = rate_table.integer_slopes(grid, own)
   return {n: bits[i] + rate_table.expected_slope_only(slopes[i], latents[n])
@@ -164,8 +164,8 @@ def training_bits(latents, half_width, views=None, references=None):
 
 def prior_shaped_bits(latents, prior_bits, half_width, views=None, references=None):
   """{group: bits} with gradient='prior': the value is the code's length of the rounded
-  latents (views, references: as _code_bits), the gradients (to latents and priors) are those of
-  prior_bits {group: the priors' training-time bits} scaled by code / prior bits: the
+  latents (views, references: as _code_bits), the gradients (to latents and priors) are
+  those of prior_bits {group: the priors' training-time bits} scaled by code / prior bits: the
   smooth prior's pull toward its mode, at the strength of what the file spends."""
   out = {}
   for n, bits in rounded_bits(latents, half_width, views, references).items():

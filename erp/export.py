@@ -65,9 +65,7 @@ def rate_summary(trainable, float_dtype='float32', prior_fit='rounded', adaptive
   code (erp.adaptive_rate; ACTIVE_REF ones too, given erp.active.references)."""
   views = {k: active.coded_view(kind, trainable.latents[k].shape)
            for k, kind in trainable.kinds if kind != 'float'}
-  references = active.references(views, {
-      k: (np.round(np.asarray(trainable.latents[k], np.float32)) != 0).reshape(view)
-      for k, view in views.items()})
+  references = active.latent_references(views, trainable.latents)
   bits = {k: _group_bits(trainable, k, prior_fit, adaptive_max_latents, views[k],
                          references.get(k)) for k in trainable.latents}
   float_bytes = sum(int(np.prod(v.shape)) * np.dtype(float_dtype).itemsize

@@ -71,9 +71,7 @@ def state_rows(state, *, table='empirical', float_dtype=None):
   rows, stats = [], {}
   views = {path: active.coded_view(kind, state.latents[path].shape)
            for path, kind in state.kinds if kind != 'float'}
-  references = active.references(views, {
-      path: (np.round(np.asarray(state.latents[path], np.float32)) != 0).reshape(view)
-      for path, view in views.items()})
+  references = active.latent_references(views, state.latents)
   for path, kind in state.kinds:
     if kind == 'float':
       rows.append(float_row('params', path, state.floats[path], float_dtype))

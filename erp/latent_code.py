@@ -25,8 +25,9 @@ this group's input axis, view axis -2), the input mask is coded in two parts, wh
 reference is False and where it is True, each on its own, beside the other axes' masks.
 The units no input reaches leave their outgoing rows unused, so the LeNet5-Caffe files'
 fc2 row mask becomes two constant codes (fc2 at lambda 10: 2,360 coded bits in format 8,
-2,048 in 9; the files 42-47 B smaller, fc1's rows given conv2's channels included). The reader is handed the same
-reference (erp.codecs.epr.read_groups decodes a file's groups in order).
+2,048 in 9; the files 42-46 B smaller, fc1's rows given conv2's channels included). The
+reader is handed the same reference (erp.codecs.epr.read_groups decodes a file's groups
+in order).
 """
 import numpy as np
 

@@ -148,7 +148,8 @@ def rate(state, rng=None, *, per_group=False, prior_samples=4096, table_points=2
     rounded = {k: jnp.round(v) for k, v in state.latents.items() if k not in small}
     bits = rate_term.group_bits(rounded, state.priors)
     if small:
-      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH, views, references))
+      bits.update(adaptive_rate.rounded_bits(small, rate_term.FIT_HALF_WIDTH, views,
+                                             references))
   else:
     bits = rate_term.training_bits(state.latents, state.priors, rng, prior_samples, table_points,
                                    prior_fit, views, latent_gradient, adaptive_max_latents,

@@ -207,7 +207,8 @@ def test_a_kernel_whose_input_mask_follows_the_previous_outputs_is_priced_given_
   assert [k for k, _ in state.kinds] == ['a/kernel', 'b/kernel', 'c/bias', 'c/kernel']
   state = state.replace(latents={'a/kernel': jnp.asarray(conv.reshape(5, 5, 2, 5), jnp.float32),
                                  'b/kernel': jnp.asarray(fc1, jnp.float32),
-                                 'c/bias': jnp.zeros(40), 'c/kernel': jnp.asarray(fc2, jnp.float32)})
+                                 'c/bias': jnp.zeros(40),
+                                 'c/kernel': jnp.asarray(fc2, jnp.float32)})
   for rng_key in (jax.random.PRNGKey(0), None):
     bits = state_lib.rate(state, rng_key, per_group=True, adaptive_max_latents=500)
     np.testing.assert_allclose(float(bits['c/kernel']), given, rtol=1e-5)

@@ -11,7 +11,8 @@ LIBRARY = ('erp', 'erp.errors', 'erp.exact', 'erp.state', 'erp.leaves', 'erp.rep
            'erp.rate_term', 'erp.rate_table', 'erp.adaptive_rate', 'erp.active', 'erp.noise',
            'erp.file', 'erp.coding', 'erp.container', 'erp.header_dictionary',
            'erp.adaptive', 'erp.binarized', 'erp.latent_code', 'erp.flat_code', 'erp.codecs',
-           'erp.codecs.epr', 'erp.codecs.float', 'erp.codecs.surp', 'erp.codecs.surp_global', 'erp.codecs.miracle')
+           'erp.codecs.epr', 'erp.codecs.float', 'erp.codecs.surp', 'erp.codecs.surp_global',
+           'erp.codecs.miracle')
 
 
 def _modules():

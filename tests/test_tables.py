@@ -118,8 +118,8 @@ def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
 
 
 def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
-  runs = [('epr_seed1', 1500, 0.9, 1.0), ('epr_seed2', 1600, 1.1, 0.8), ('epr_seed3', 1400, 1.0, 0.9),
-          ('epr_newcode_seed1', 1450, 1.0, 0.9)]
+  runs = [('epr_seed1', 1500, 0.9, 1.0), ('epr_seed2', 1600, 1.1, 0.8),
+          ('epr_seed3', 1400, 1.0, 0.9), ('epr_newcode_seed1', 1450, 1.0, 0.9)]
   for i, (run, size, val, test) in enumerate(runs):
     config = {'train': {'num_epochs': 30}, 'rd': {'lmbda': 1.0}, 'seed': i % 3 + 1,
               'init_from': f'/session{i}/float'}
