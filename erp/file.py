@@ -9,8 +9,8 @@ Format 3 (erp 0.3) differs in its framing and the EPR payloads (compact
 decoders and codes); formats 4-7 only in how a DFT leaf stores its steps and
 latents (erp.codecs.epr), the ACTIVE code (5), the header dictionary (6) and
 the binarized code and trimmed streams (7, erp.latent_code), ACTIVE_BASE (8), and
-ACTIVE_REF with the all-zero affine group (9: a kernel's input mask given the output mask
-of the one before; erp.codecs.epr.read_groups).
+ACTIVE_REF (9: a kernel's input mask given the output mask of the one before;
+erp.codecs.epr.read_groups).
 Format v1 files (erp 0.1: header with model, config diff
 and [collection, kind, path, shape] rows) are read by translating their header.
 """
@@ -242,7 +242,7 @@ def rewrite_groups(found, payloads):
   groups = dict(zip(coded, epr.read_groups([payloads[i] for i in coded],
                                            [found[i] for i in coded])))
   views = {i: active.coded_view(found[i].variant, found[i].shape) for i in coded}
-  references = active.references(views, {i: groups[i][0].reshape(views[i]) != 0 for i in coded})
+  references = active.latent_references(views, {i: groups[i][0] for i in coded})
   return {i: epr.write(*groups[i][:2], reference=references.get(i)) for i in coded}
 
 
