@@ -10,8 +10,7 @@ use only; format 6: a 'dft' kernel's steps in one Rice-coded bit block, the
 Fashion-MNIST LeNet headers in the header dictionary; format 7: the binarized
 code and every stream cut to its shortest decodable length; format 8: the ACTIVE code
 of a group's values minus their most frequent value, ACTIVE_BASE; format 9: a kernel's
-input mask given the previous kernel's output mask, ACTIVE_REF, and all-zero biases
-without a step): the decoded model, hence
+input mask given the previous kernel's output mask, ACTIVE_REF): the decoded model, hence
 its val and test error, is unchanged; this checks that and refuses to touch a
 file whose decoded values would move. export.num_bytes, coded_latent_bits and
 the groups' coded_bits / payload_bytes / mode are then the new file's;
