@@ -38,6 +38,7 @@ ACTIVE = 9  # Not a flat code's mode: erp.latent_code's ACTIVE head.
 BINARIZED = 10  # Modes 10..15: erp.binarized with alpha = 2**-(mode - 10); K = max |v|.
 TRIM_MAX_VALUES = 1 << 18  # Streams of more values are not trimmed (each try decodes them).
 TAILS = (0.0, 1e-4, 1e-3, 1e-2)  # Fractions of the values that may be escaped.
+EXACT_MARGIN_BYTES = 2  # Candidates priced this close to the cheapest are written and measured.
 
 
 def candidates(values, version=container.VERSION):
@@ -79,8 +80,23 @@ def _binarized_candidate(values):
 
 
 def best(flat, version):
-  """The candidate of fewest bytes for flat values, or None if there are none."""
-  return min(candidates(flat, version), key=lambda c: c[0]) if flat.size else None
+  """The candidate of fewest bytes for flat values, or None if there are none: priced by
+  their entropy, and those within EXACT_MARGIN_BYTES of the cheapest written out and
+  measured (a coder's stream may run a byte or two past its bits / 8)."""
+  if not flat.size:
+    return None
+  priced = sorted(candidates(flat, version), key=lambda c: c[0])
+  near = [c for c in priced if c[0] <= priced[0][0] + EXACT_MARGIN_BYTES]
+  if len(near) == 1:
+    return near[0]
+  return min(near, key=lambda c: (len(written(flat, c, version)), c[0]))
+
+
+def written(flat, chosen, version):
+  """The bytes write() appends for flat values coded as chosen."""
+  writer = container.Writer()
+  write(writer, flat, chosen, None, version)
+  return writer.getvalue()
 
 
 def num_bytes(chosen):

@@ -110,14 +110,17 @@ def write(writer, values, table=None, active=True, version=container.VERSION, re
             + (coding.sint_bytes(base).item() if base else 0)
         plans.append((num_bytes, base, ref is not None, masks_blob, block, block_best))
     num_bytes, base, referenced, masks_blob, block, block_best = min(plans, key=lambda p: p[0])
-    if num_bytes < best[0]:
-      start = len(writer.buf)
-      writer.varint((ACTIVE_BASE if base else ACTIVE) | (REF if referenced else 0))
+    if num_bytes < best[0] + flat_code.EXACT_MARGIN_BYTES:  # Close or cheaper: measure both.
+      active_code = container.Writer()
+      active_code.varint((ACTIVE_BASE if base else ACTIVE) | (REF if referenced else 0))
       if base:
-        writer.sint(base)
-      writer.raw(masks_blob)
-      code = flat_code.write(writer, block, block_best, None, version)
-      return dict(code, stream=bytes(writer.buf[start + 1:]), mode=ACTIVE)
+        active_code.sint(base)
+      active_code.raw(masks_blob)
+      code = flat_code.write(active_code, block, block_best, None, version)
+      active_bytes = active_code.getvalue()
+      if len(active_bytes) < len(flat_code.written(flat, best, version)):
+        writer.raw(active_bytes)
+        return dict(code, stream=active_bytes[1:], mode=ACTIVE)
   return flat_code.write(writer, flat, best, table, version)
 
 
