@@ -86,7 +86,8 @@ def best(flat, version):
   if not flat.size:
     return None
   priced = sorted(candidates(flat, version), key=lambda c: c[0])
-  near = [c for c in priced if c[0] <= priced[0][0] + EXACT_MARGIN_BYTES]
+  near = list({(c[1], c[2], len(c[3]), c[4]): c for c in reversed(priced)  # Tails may agree.
+               if c[0] <= priced[0][0] + EXACT_MARGIN_BYTES}.values())
   if len(near) == 1:
     return near[0]
   return min(near, key=lambda c: (len(written(flat, c, version)), c[0]))

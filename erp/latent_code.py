@@ -110,7 +110,8 @@ def write(writer, values, table=None, active=True, version=container.VERSION, re
             + (coding.sint_bytes(base).item() if base else 0)
         plans.append((num_bytes, base, ref is not None, masks_blob, block, block_best))
     num_bytes, base, referenced, masks_blob, block, block_best = min(plans, key=lambda p: p[0])
-    if num_bytes < best[0] + flat_code.EXACT_MARGIN_BYTES:  # Close or cheaper: measure both.
+    close = abs(num_bytes - best[0]) < flat_code.EXACT_MARGIN_BYTES  # Then measure both.
+    if num_bytes < best[0] or close:
       active_code = container.Writer()
       active_code.varint((ACTIVE_BASE if base else ACTIVE) | (REF if referenced else 0))
       if base:
@@ -118,9 +119,13 @@ def write(writer, values, table=None, active=True, version=container.VERSION, re
       active_code.raw(masks_blob)
       code = flat_code.write(active_code, block, block_best, None, version)
       active_bytes = active_code.getvalue()
-      if len(active_bytes) < len(flat_code.written(flat, best, version)):
+      flat_writer = container.Writer()
+      flat_info = flat_code.write(flat_writer, flat, best, None, version) if close else None
+      if not close or len(active_bytes) < len(flat_writer.getvalue()):
         writer.raw(active_bytes)
         return dict(code, stream=active_bytes[1:], mode=ACTIVE)
+      writer.raw(flat_writer.getvalue())
+      return flat_info
   return flat_code.write(writer, flat, best, table, version)
 
 
