@@ -82,7 +82,8 @@ def _binarized_candidate(values):
 def best(flat, version):
   """The candidate of fewest bytes for flat values, or None if there are none: priced by
   their entropy, and those within EXACT_MARGIN_BYTES of the cheapest written out and
-  measured (a coder's stream may run a byte or two past its bits / 8)."""
+  measured (a coder's stream may run a byte or two past its bits / 8). A measured winner
+  carries its code, so write() appends it without encoding it again."""
   if not flat.size:
     return None
   priced = sorted(candidates(flat, version), key=lambda c: c[0])
@@ -90,14 +91,16 @@ def best(flat, version):
                if c[0] <= priced[0][0] + EXACT_MARGIN_BYTES}.values())
   if len(near) == 1:
     return near[0]
-  return min(near, key=lambda c: (len(written(flat, c, version)), c[0]))
+  measured = [(written(flat, c, version), c) for c in near]
+  (code, info), c = min(measured, key=lambda m: (len(m[0][0]), m[1][0]))
+  return (len(code),) + c[1:6] + ((code, info),)  # write() appends these bytes as they are.
 
 
 def written(flat, chosen, version):
-  """The bytes write() appends for flat values coded as chosen."""
+  """(the bytes write() appends for flat values coded as chosen, write's info)."""
   writer = container.Writer()
-  write(writer, flat, chosen, None, version)
-  return writer.getvalue()
+  info = write(writer, flat, chosen, None, version)
+  return writer.getvalue(), info
 
 
 def num_bytes(chosen):
@@ -111,8 +114,11 @@ def write(writer, flat, chosen, table, version):
   if not flat.size:
     writer.varint(0).sint(0)
     return {'stream': b'', 'mode': 0, 'num_symbols': 0, 'escapes': 0}
+  if table is None and len(chosen) > 6:  # Measured by best(): its bytes, written once.
+    writer.raw(chosen[6][0])
+    return chosen[6][1]
   if table is None:
-    _, lo, k, escaped, mode, counts = chosen
+    _, lo, k, escaped, mode, counts = chosen[:6]
   else:
     lo, counts = int(table[0]), np.asarray(table[1], np.int64)
     k, mode = len(counts) - 1, TABLE
