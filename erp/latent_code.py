@@ -119,12 +119,11 @@ def write(writer, values, table=None, active=True, version=container.VERSION, re
       active_code.raw(masks_blob)
       code = flat_code.write(active_code, block, block_best, None, version)
       active_bytes = active_code.getvalue()
-      flat_writer = container.Writer()
-      flat_info = flat_code.write(flat_writer, flat, best, None, version) if close else None
-      if not close or len(active_bytes) < len(flat_writer.getvalue()):
+      flat_bytes, flat_info = flat_code.written(flat, best, version) if close else (b'', None)
+      if not close or len(active_bytes) < len(flat_bytes):
         writer.raw(active_bytes)
         return dict(code, stream=active_bytes[1:], mode=ACTIVE)
-      writer.raw(flat_writer.getvalue())
+      writer.raw(flat_bytes)
       return flat_info
   return flat_code.write(writer, flat, best, table, version)
 
