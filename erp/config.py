@@ -49,7 +49,7 @@ def base_config():
   c.train.augment = False  # The dataset's augmentation (data.DatasetInfo.augment), in the pipeline.
   c.train.export = True  # Write model.erp at the end of training.
   c.train.compute_dtype = 'float32'  # Or 'bfloat16': the model's forward and backward pass.
-  c.train.distill_from = ''  # A float run (any model, same data) to distill from (erp.distill),
+  c.train.distill_from = ''  # Float run(s) to distill from (any model, same data; 'A,B': ensemble),
   c.train.distill_weight = 0.0  # with this weight on its softened outputs (0: labels only)
   c.train.distill_temperature = 1.0  # at this temperature.
 

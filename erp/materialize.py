@@ -7,7 +7,6 @@ of them before the optimizer's in-place update. XLA:CPU drops optimization
 barriers before fusing; an in-place update of one element holds: the value is
 then computed once, into its own buffer.
 """
-import jax
 
 # Below this many elements recomputing costs less than the extra op (each XLA:CPU op
 # costs ~2-3 us to launch, as much as a few thousand elementwise operations).

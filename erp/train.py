@@ -166,11 +166,10 @@ def train_and_evaluate(config, workdir, overwrite=False):
                 steps=int(state.step),
                 train_wall_s=time.time() - start, first_step_s=first_step_s,
                 num_devices=mesh.size, num_train=num_train)
-  float_runs = {'init_from': config.init_from}  # How each float run used was trained.
-  if config.train.get('distill_weight'):
+  recipes = {'init_from': config.init_from and workdir_lib.float_run_recipe(config.init_from)}
+  if config.train.get('distill_weight'):  # How each float run used was trained.
     result['teacher_model'] = distill.teacher_model(config)
-    float_runs['distill_from'] = config.train.distill_from
-  recipes = {k: workdir_lib.float_run_recipe(path) for k, path in float_runs.items() if path}
+    recipes['distill_from'] = distill.teacher_recipe(config)
   if any(recipes.values()):
     result['float_runs'] = {k: v for k, v in recipes.items() if v}
   if config.rd.enabled:  # The last evaluation's: the state has not changed since.

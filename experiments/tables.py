@@ -30,12 +30,15 @@ def global_prune(r):
 
 def distilled(r):
   """' +kd(w=…, T=…)' for a run distilled from a float teacher (erp.distill), ' +kd(MODEL,
-  w=…, T=…)' from a teacher of another model, else ''."""
+  w=…, T=…)' from a teacher of another model, ' +kd(N teachers, …)' from an ensemble,
+  else ''."""
   train = r['config']['train']
   if not train.get('distill_weight'):
     return ''
   teacher = r.get('teacher_model', {}).get('name', r.get('model'))
   other = f'{teacher}, ' if teacher != r.get('model') else ''
+  ensemble = r.get('teacher_model', {}).get('ensemble')
+  other = f'{other}{ensemble} teachers, ' if ensemble else other
   recipe = float_recipe(r, 'distill_from')
   other = f'{other}teacher{recipe}, ' if recipe else other
   return f' +kd({other}w={train["distill_weight"]:g}, T={train["distill_temperature"]:g})'
@@ -147,7 +150,8 @@ def config_but_seed(config, teacher_model=None, augmented_float_runs=None):
   run a run starts or distills from counts by whether there is one, not by its path: the
   float run's recipe is the setting (retrained on one machine it gives the same val and
   test error, on another it may differ by float rounding: README);
-  a teacher of another model (result.json's teacher_model) counts by its model, an
+  a teacher of another model or an ensemble (result.json's teacher_model) counts by its
+  model and size, an
   augmented float run by its recipe (augmented_float_runs: {'init_from' or 'distill_from':
   recipe})."""
   flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
@@ -155,7 +159,8 @@ def config_but_seed(config, teacher_model=None, augmented_float_runs=None):
   for key in ('init_from', 'train.distill_from'):
     recipe = (augmented_float_runs or {}).get(key.split('.')[-1])
     flat[key] = (recipe or True) if flat.get(key) else False
-  if teacher_model and teacher_model.get('name') != flat.get('model.name'):
+  if teacher_model and (teacher_model.get('name') != flat.get('model.name')
+                        or teacher_model.get('ensemble')):
     flat['teacher_model'] = teacher_model
   return json.dumps(flat, sort_keys=True, default=list)
 

@@ -152,24 +152,28 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
   assert '| 1.500 ± 0.100 | 1.00 ± 0.10 % | 0.90 ± 0.10 % |' in tables.seed_markdown([group])
 
 
-def test_a_teacher_of_another_model_is_named_and_never_merged_with_the_students_own(tmp_path):
+def test_a_teacher_of_another_model_or_an_ensemble_is_named_and_kept_apart(tmp_path):
   kd = {'train': {'num_epochs': 10, 'distill_from': '/float', 'distill_weight': 0.5,
                   'distill_temperature': 4.0}, 'rd': {'lmbda': 1.0}, 'model': {'name': 'lenet300'}}
-  for run, teacher in (('own', None), ('conv', 'lenet5')):
+  teachers = {'own': {'name': 'lenet300', 'width': 1}, 'conv': {'name': 'lenet5', 'width': 1},
+              'trio': {'name': 'lenet300', 'width': 1, 'ensemble': 3}}
+  for run, teacher in teachers.items():
     for seed in (1, 2):
       _write(tmp_path, 'mnist', f'{run}_seed{seed}', 'epr', 5000, 2.0, {**kd, 'seed': seed})
       path = tmp_path / 'mnist' / f'{run}_seed{seed}' / 'result.json'
       result = json.loads(path.read_text())
       result['export']['val_error_pct'] = 2.0
-      result['teacher_model'] = {'name': teacher or 'lenet300', 'width': 1}
+      result['teacher_model'] = teacher
       path.write_text(json.dumps(result))
   rows = tables.rows(str(tmp_path))
   assert {r['run']: r['setting'] for r in rows} == {
       'own_seed1': 'λ=1 +kd(w=0.5, T=4)', 'own_seed2': 'λ=1 +kd(w=0.5, T=4)',
       'conv_seed1': 'λ=1 +kd(lenet5, w=0.5, T=4)',
-      'conv_seed2': 'λ=1 +kd(lenet5, w=0.5, T=4)'}
+      'conv_seed2': 'λ=1 +kd(lenet5, w=0.5, T=4)',
+      'trio_seed1': 'λ=1 +kd(3 teachers, w=0.5, T=4)',
+      'trio_seed2': 'λ=1 +kd(3 teachers, w=0.5, T=4)'}
   assert sorted(g['runs'] for g in tables.seed_means(rows)) == [
-      ['conv_seed1', 'conv_seed2'], ['own_seed1', 'own_seed2']]
+      ['conv_seed1', 'conv_seed2'], ['own_seed1', 'own_seed2'], ['trio_seed1', 'trio_seed2']]
 
 
 def test_runs_from_an_augmented_float_run_are_labelled_and_never_merged_with_plain_ones(

@@ -359,6 +359,47 @@ def test_a_teacher_of_another_model_is_built_from_its_own_run(tmp_path, data_dir
     distill.teacher(c, model, ds)
 
 
+def test_an_ensemble_teacher_averages_its_members_soft_targets(tmp_path, data_dir):
+  """distill_from='A,B': the teacher's softmax at the temperature is the mean of A's and
+  B's; the ensemble is recorded, and members that disagree on model or recipe are refused."""
+  from erp import distill
+  t = _config(data_dir, model='lenet5')
+  model_t, ds, _, _ = runs.setup(t)
+  dirs, expected = [], []
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 28, 28, 1)), jnp.float32)
+  for seed in (1, 2):  # Two untrained float LeNet5 runs that differ by their seed.
+    t.seed = seed
+    _, _, trainable, batch_stats = runs.setup(t)
+    dirs.append(str(tmp_path / f'lenet5_seed{seed}'))
+    workdir_lib.write_config(dirs[-1], t)
+    workdir_lib.save_checkpoint(dirs[-1], train_step.TrainState(
+        step=jnp.zeros((), jnp.int32), trainable=trainable, batch_stats=batch_stats,
+        opt_state={}, rng=jax.random.PRNGKey(0)))
+    expected.append(jax.nn.softmax(model_t.apply(
+        export.variables_of(trainable, batch_stats), x, train=False) / 3.0))
+  assert float(jnp.abs(expected[0] - expected[1]).max()) > 1e-3  # Members that differ.
+  c = _config(data_dir, enabled=True)  # An MLP student.
+  c.train.distill_from, c.train.distill_weight, c.train.distill_temperature = (
+      f'{dirs[0]}, {dirs[1]}', 0.5, 3.0)
+  assert distill.teacher_model(c) == {'name': 'lenet5', 'width': 1, 'ensemble': 2}
+  assert distill.teacher_recipe(c) == {'augment': False, 'num_epochs': t.train.num_epochs}
+  model, ds, _, _ = runs.setup(c)
+  soft = jax.nn.softmax(distill.teacher(c, model, ds)(x) / 3.0)
+  np.testing.assert_allclose(soft, (expected[0] + expected[1]) / 2, rtol=1e-5, atol=1e-6)
+  c.train.distill_from = f'{dirs[0]},'
+  with pytest.raises(erp.ErpError, match='an empty run path'):
+    distill.teacher(c, model, ds)
+  t.train.num_epochs += 1  # A member trained otherwise: the record would not be one recipe.
+  workdir_lib.write_config(dirs[1], t)
+  c.train.distill_from = ','.join(dirs)
+  with pytest.raises(erp.ErpError, match='must share their training settings'):
+    distill.teacher_recipe(c)
+  t.model.name = 'lenet300'  # A member of another model.
+  workdir_lib.write_config(dirs[1], t)
+  with pytest.raises(erp.ErpError, match='must share their model'):
+    distill.teacher(c, model, ds)
+
+
 def test_distillation_loss_pulls_toward_the_teacher():
   """weight=0 is the labels' cross-entropy; with weight=1 the loss is smallest, and its
   gradient zero, where the student's logits equal the teacher's (any temperature)."""
