@@ -25,7 +25,7 @@ def teacher_dirs(config):
   return dirs
 
 
-def _agreed(config, what, values):
+def _agreed(what, values):
   """The one value every teacher run gives, or one ErpError naming `what`."""
   if any(v != values[0] for v in values):
     raise ErpError(f"train.distill_from: an ensemble's runs must share their {what}; got "
@@ -53,14 +53,14 @@ def teacher_model(config):
   which may differ from the student's (e.g. a conv teacher for an MLP); the student's
   when distill_from is a checkpoint without a run around it."""
   dirs = teacher_dirs(config)
-  section = _agreed(config, 'model', [_one_teacher_model(config, path) for path in dirs])
+  section = _agreed('model', [_one_teacher_model(config, path) for path in dirs])
   return {**section, 'ensemble': len(dirs)} if len(dirs) > 1 else section
 
 
 def teacher_recipe(config):
   """{'augment', 'num_epochs'} of the teacher runs (workdir.float_run_recipe), one
   for all of an ensemble's; None where they have no config.json."""
-  return _agreed(config, 'training settings',
+  return _agreed('training settings',
                  [workdir_lib.float_run_recipe(path) for path in teacher_dirs(config)])
 
 

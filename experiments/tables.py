@@ -151,9 +151,8 @@ def config_but_seed(config, teacher_model=None, augmented_float_runs=None):
   float run's recipe is the setting (retrained on one machine it gives the same val and
   test error, on another it may differ by float rounding: README);
   a teacher of another model or an ensemble (result.json's teacher_model) counts by its
-  model and size, an
-  augmented float run by its recipe (augmented_float_runs: {'init_from' or 'distill_from':
-  recipe})."""
+  model and size, an augmented float run by its recipe (augmented_float_runs:
+  {'init_from' or 'distill_from': recipe})."""
   flat = {**config_lib.flatten(config_lib.base_config().to_dict()), **config_lib.flatten(config)}
   flat.pop('seed', None)
   for key in ('init_from', 'train.distill_from'):
