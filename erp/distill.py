@@ -77,6 +77,7 @@ def teacher(config, model, ds):
     return None
   teacher_config = config.copy_and_resolve_references()
   section = teacher_model(config)
+  teacher_recipe(config)  # An ensemble of mixed recipes is refused now, not after training.
   if (section['name'], section['width']) != (config.model.name, config.model.width):
     teacher_config.model.name, teacher_config.model.width = section['name'], section['width']
     model, _ = runs.build_model(teacher_config)

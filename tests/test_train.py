@@ -393,7 +393,7 @@ def test_an_ensemble_teacher_averages_its_members_soft_targets(tmp_path, data_di
   workdir_lib.write_config(dirs[1], t)
   c.train.distill_from = ','.join(dirs)
   with pytest.raises(erp.ErpError, match='must share their training settings'):
-    distill.teacher_recipe(c)
+    distill.teacher(c, model, ds)  # Before training, not when result.json is written.
   t.model.name = 'lenet300'  # A member of another model.
   workdir_lib.write_config(dirs[1], t)
   with pytest.raises(erp.ErpError, match='must share their model'):
