@@ -1,7 +1,8 @@
 """Retunes an EPR file's non-zero latents with its support frozen: what limits a small file?
 
 python experiments/support_tune.py --model FILE.erp --mode float|grid [--epochs 20]
-    [--step_div 1] [--lr_scale 1] [--teacher RUN|none] [--out NEW.erp] [--json OUT.json]
+    [--step_div 1] [--lr_scale 1] [--teacher RUN [--distill_weight 0.5 --temperature 4]]
+    [--out NEW.erp] [--json OUT.json]
 
 At a given support (which latents are non-zero), a compressed model can lose accuracy to
 the support itself or to the precision of its integer grid. This tool separates the two:
@@ -11,9 +12,12 @@ the support itself or to the precision of its integer grid. This tool separates 
   rounding, without its rate term); --step_div d first refines the grid (the same weights:
   latents x d, steps / d, snapped to the file's step grid).
 Zero latents stay zero, non-zero ones are kept off zero, and the decoders are the file's.
-The loss is the run's task loss (labels, and its teacher where it distilled; --teacher
-overrides the run's, 'none' trains on the labels alone). It prints the val error after
-each epoch and the test error once, at the end; nothing here is chosen on the test set.
+The loss is the labels' cross-entropy, mixed with a float teacher's soft targets where
+--teacher names one (erp.distill.task_loss); the batch size, latent learning rate and
+seed are the file's stored config's, else the defaults (128, 0.05, 0: an erp run's file
+stores none unless export.run_config). The model runs in inference mode (batch-norm
+statistics held). It prints the val error after each epoch and the test error once, at
+the end; nothing here is chosen on the test set.
 """
 import argparse
 import json
@@ -66,15 +70,15 @@ def encode(leaves, groups, metadata):
   return file_lib.to_bytes(rows, metadata)
 
 
-def tune(path, *, mode, epochs, step_div=1, lr_scale=1.0, teacher=None, num_steps=0,
-         log=print):
+def tune(path, *, mode, epochs, step_div=1, lr_scale=1.0, teacher='', distill_weight=0.5,
+         temperature=4.0, num_steps=0, log=print):
   """(record dict, retuned bytes). num_steps > 0 stops after that many steps (tests)."""
   if mode not in MODES:
     raise ErpError(f'mode must be one of {MODES}, got {mode!r}')
   model, variables, config = erp.load(path)
-  if teacher is not None:
-    config.train.distill_from = '' if teacher == 'none' else teacher
-    config.train.distill_weight = 0.0 if teacher == 'none' else config.train.distill_weight
+  config.train.distill_from = teacher  # Named here, never taken from the file's config:
+  config.train.distill_weight = distill_weight if teacher else 0.0  # labels alone without.
+  config.train.distill_temperature = temperature
   leaves, groups, metadata = read_groups(path, step_div)
   ds = data.info(config.data.name)
   train, val, test = (data.source(config.data, split) for split in ('train', 'val', 'test'))
@@ -122,7 +126,8 @@ def tune(path, *, mode, epochs, step_div=1, lr_scale=1.0, teacher=None, num_step
   latents = [jnp.asarray(values, jnp.float32) for values, _ in groups]
   opt_state, done = tx.init(latents), 0
   record = {'model': path, 'mode': mode, 'step_div': step_div, 'lr_scale': lr_scale,
-            'teacher': teacher, 'start_val_error_pct': error(latents, val), 'val_error_pct': []}
+            'teacher': teacher, 'distill_weight': float(config.train.distill_weight),
+            'start_val_error_pct': error(latents, val), 'val_error_pct': []}
   for epoch in range(epochs):
     start = time.time()
     order = data.epoch_permutation(config.seed, 1000 + epoch, len(train))
@@ -154,16 +159,21 @@ def main():
   parser.add_argument('--epochs', type=int, default=20)
   parser.add_argument('--step_div', type=int, default=1)
   parser.add_argument('--lr_scale', type=float, default=1.0)
-  parser.add_argument('--teacher', default=None)
+  parser.add_argument('--teacher', default='', help='float run(s) to distill from')
+  parser.add_argument('--distill_weight', type=float, default=0.5)
+  parser.add_argument('--temperature', type=float, default=4.0)
   parser.add_argument('--out', default='')
   parser.add_argument('--json', default='')
   args = parser.parse_args()
-  if args.step_div < 1 or args.epochs < 0 or not np.isfinite(args.lr_scale) or \
-      args.lr_scale <= 0:
-    raise SystemExit('erp: error: --step_div >= 1, --epochs >= 0, --lr_scale > 0 and finite')
+  numbers = (args.lr_scale, args.distill_weight, args.temperature)
+  if args.step_div < 1 or args.epochs < 0 or not all(np.isfinite(numbers)) or \
+      args.lr_scale <= 0 or not 0 <= args.distill_weight <= 1 or args.temperature <= 0:
+    raise SystemExit('erp: error: needs --step_div >= 1, --epochs >= 0, --lr_scale > 0, '
+                     '--distill_weight in [0, 1] and --temperature > 0, all finite')
   try:
     record, blob = tune(args.model, mode=args.mode, epochs=args.epochs,
-                        step_div=args.step_div, lr_scale=args.lr_scale, teacher=args.teacher)
+                        step_div=args.step_div, lr_scale=args.lr_scale, teacher=args.teacher,
+                        distill_weight=args.distill_weight, temperature=args.temperature)
   except ErpError as e:
     raise SystemExit(f'erp: error: {e}') from None
   if args.out:

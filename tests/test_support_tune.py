@@ -28,7 +28,7 @@ def _data(data_dir, monkeypatch):
 
 
 def test_without_steps_the_file_is_rewritten_byte_for_byte(support_tune):
-  record, blob = support_tune.tune(FILE, mode='grid', epochs=0, teacher='none', log=None)
+  record, blob = support_tune.tune(FILE, mode='grid', epochs=0, log=None)
   with open(FILE, 'rb') as f:
     assert blob == f.read()
   assert record['num_bytes'] == len(blob)
@@ -37,7 +37,7 @@ def test_without_steps_the_file_is_rewritten_byte_for_byte(support_tune):
 
 def test_a_retuned_finer_grid_keeps_the_support_and_decodes_to_its_report(support_tune,
                                                                           tmp_path):
-  record, blob = support_tune.tune(FILE, mode='grid', epochs=1, step_div=2, teacher='none',
+  record, blob = support_tune.tune(FILE, mode='grid', epochs=1, step_div=2,
                                    num_steps=5, lr_scale=4.0, log=None)
   out = tmp_path / 'retuned.erp'
   out.write_bytes(blob)
@@ -58,3 +58,12 @@ def test_a_retuned_finer_grid_keeps_the_support_and_decodes_to_its_report(suppor
 def test_an_unknown_mode_is_refused(support_tune):
   with pytest.raises(ErpError, match='mode must be one of'):
     support_tune.tune(FILE, mode='exact', epochs=1)
+
+
+
+def test_labels_alone_unless_a_teacher_is_named_and_a_missing_one_is_refused(support_tune,
+                                                                              tmp_path):
+  record, _ = support_tune.tune(FILE, mode='grid', epochs=0, log=None)
+  assert record['distill_weight'] == 0.0 and record['teacher'] == ''
+  with pytest.raises(ErpError):
+    support_tune.tune(FILE, mode='grid', epochs=0, teacher=str(tmp_path / 'no_such_run'))
