@@ -47,16 +47,15 @@ def read_groups(path, step_div=1):
   refines each grid: latents x step_div and steps / step_div, snapped to the file's grid."""
   with open(path, 'rb') as f:
     found, payloads, metadata = file_lib.parse(f.read())
-  index = [i for i, leaf in enumerate(found) if leaf.codec == epr.NAME]
-  if not index:
-    raise ErpError(f'{path}: no EPR leaves to retune')
-  groups = [(values, decoder) for values, decoder, _ in
-            epr.read_groups([payloads[i] for i in index], [found[i] for i in index])]
+  other = [leaf.name for leaf in found if leaf.codec != epr.NAME]
+  if other:  # --out rewrites EPR leaves only: a file with others would lose them.
+    raise ErpError(f'{path}: retunes files whose every leaf is EPR-coded; not {other[:3]}')
+  groups = [(values, decoder) for values, decoder, _ in epr.read_groups(payloads, found)]
   if step_div > 1:
     groups = [(values * step_div, reparam.file_decoder(
         {**decoder, 'log_step': np.asarray(decoder['log_step'], np.float64) - np.log(step_div)})[0])
               for values, decoder in groups]
-  return [found[i] for i in index], groups, metadata
+  return found, groups, metadata
 
 
 def encode(leaves, groups, metadata):

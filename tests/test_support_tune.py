@@ -67,3 +67,10 @@ def test_labels_alone_unless_a_teacher_is_named_and_a_missing_one_is_refused(sup
   assert record['distill_weight'] == 0.0 and record['teacher'] == ''
   with pytest.raises(ErpError):
     support_tune.tune(FILE, mode='grid', epochs=0, teacher=str(tmp_path / 'no_such_run'))
+
+
+def test_a_file_with_leaves_of_another_codec_is_refused(support_tune):
+  miracle = os.path.join(REPO, 'experiments', 'results', 'fashion_mnist',
+                         'lenet5_miracle_val_v12500_kl12_block_size15_seed0', 'model.erp')
+  with pytest.raises(ErpError, match='every leaf is EPR-coded'):
+    support_tune.read_groups(miracle)
