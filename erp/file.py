@@ -235,15 +235,22 @@ def upgrade(blob, metadata_keys=None):
   return to_bytes(rows, keep)
 
 
+def write_groups(leaves, groups):
+  """[(payload, stats)] of EPR leaves in file order from their [(integer latents, file
+  decoder)], each coded relative to the reference the writer computes for it."""
+  views = {i: active.coded_view(leaf.variant, leaf.shape) for i, leaf in enumerate(leaves)}
+  references = active.latent_references(views, {i: g[0] for i, g in enumerate(groups)})
+  return [epr.write(latents, decoder, reference=references.get(i))
+          for i, (latents, decoder) in enumerate(groups)]
+
+
 def rewrite_groups(found, payloads):
   """{index: (payload, stats)}: a parsed file's EPR leaves written in the current format
   (the same integer latents and file decoders; references as the writer computes them)."""
   coded = [i for i, leaf in enumerate(found) if leaf.codec == epr.NAME]
-  groups = dict(zip(coded, epr.read_groups([payloads[i] for i in coded],
-                                           [found[i] for i in coded])))
-  views = {i: active.coded_view(found[i].variant, found[i].shape) for i in coded}
-  references = active.latent_references(views, {i: groups[i][0] for i in coded})
-  return {i: epr.write(*groups[i][:2], reference=references.get(i)) for i in coded}
+  leaves = [found[i] for i in coded]
+  groups = epr.read_groups([payloads[i] for i in coded], leaves)
+  return dict(zip(coded, write_groups(leaves, [group[:2] for group in groups])))
 
 
 def decode_bytes(blob, max_values=DEFAULT_MAX_VALUES):

@@ -33,7 +33,7 @@ from flax import traverse_util
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import erp  # noqa: E402
-from erp import active, codecs, data, distill, evaluate, reparam  # noqa: E402
+from erp import codecs, data, distill, evaluate, reparam  # noqa: E402
 from erp import file as file_lib  # noqa: E402
 from erp.codecs import epr  # noqa: E402
 from erp.errors import ErpError  # noqa: E402
@@ -60,12 +60,9 @@ def read_groups(path, step_div=1):
 
 def encode(leaves, groups, metadata):
   """The bytes of a file holding these EPR leaves' integer latents and decoders."""
-  ints = {i: np.asarray(values, np.int64) for i, (values, _) in enumerate(groups)}
-  views = {i: active.coded_view(leaf.variant, leaf.shape) for i, leaf in enumerate(leaves)}
-  references = active.latent_references(views, ints)
-  rows = [(codecs.Leaf(leaf.collection, leaf.path, leaf.codec, leaf.variant, leaf.shape),
-           epr.write(ints[i], decoder, reference=references.get(i))[0])
-          for i, (leaf, (_, decoder)) in enumerate(zip(leaves, groups))]
+  ints = [(np.asarray(values, np.int64), decoder) for values, decoder in groups]
+  rows = [(codecs.Leaf(leaf.collection, leaf.path, leaf.codec, leaf.variant, leaf.shape), payload)
+          for leaf, (payload, _) in zip(leaves, file_lib.write_groups(leaves, ints))]
   return file_lib.to_bytes(rows, metadata)
 
 
