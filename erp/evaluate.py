@@ -47,12 +47,17 @@ def split_error_pct(predict, variables, split, data_config):
                    workers=data_config.workers)
 
 
-def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=None):
+def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=None,
+                  fit=False):
   """The evaluate CLI's JSON record for one erp run's file, on its dataset's test split.
 
   The data location comes from the caller (data_dir, else $ERP_DATA_DIR), never
   from the file. val: the run's validation split (a data.source), also
-  evaluated ('val_error_pct'; None when empty), from the same decode.
+  evaluated ('val_error_pct'; None when empty), from the same decode. fit: also
+  the error on the split the run trained on and on its held-out val, as the file's
+  config (else erp's defaults) cuts them ('train_error_pct', 'val_error_pct'): a
+  compressed model far above its float's training error is short of capacity at
+  its size, not overfit, so regularizing it cannot help.
   """
   import time
   from erp import file as file_lib, loader, reparam
@@ -68,8 +73,13 @@ def evaluate_file(path, data_dir=None, model_class=None, max_values=None, val=No
   predict = make_predict(model, ds)
   error = error_pct(predict, variables, test, threads=config.data.threads,
                     workers=config.data.workers)
+  if fit and val is None:
+    val = data.source(config.data, 'val')
   extra = {} if val is None else {
       'val_error_pct': split_error_pct(predict, variables, val, config.data)}
+  if fit:
+    extra['train_error_pct'] = split_error_pct(
+        predict, variables, data.source(config.data, 'train'), config.data)
   return {**extra,
       'model': config.model.name,
       'dataset': ds.name,
@@ -88,13 +98,17 @@ def main(argv):
   from absl import flags
   del argv
   record = evaluate_file(flags.FLAGS.model, flags.FLAGS.data_dir, flags.FLAGS.model_class,
-                         flags.FLAGS.max_values)
+                         flags.FLAGS.max_values, fit=flags.FLAGS.fit)
   if flags.FLAGS.json:
     print(json.dumps(record))
   else:
     print(f'{record["model"]} on {record["dataset"]}: test error {record["error_pct"]:.2f}% '
           f'({record["num_examples"]} examples), file {record["num_bytes"]} bytes, '
           f'decoded in {record["decode_seconds"]:.3f} s')
+    if 'train_error_pct' in record:
+      val = record['val_error_pct']
+      print(f'train error {record["train_error_pct"]:.2f}%, val error '
+            + ('(no val split)' if val is None else f'{val:.2f}%'))
 
 
 if __name__ == '__main__':
@@ -107,5 +121,7 @@ if __name__ == '__main__':
                       'made with a model defined outside erp.')
   flags.DEFINE_integer('max_values', None, 'Most values a file may make erp allocate; '
                        'default 2**25 (erp.file.DEFAULT_MAX_VALUES). Raise it for larger models.')
+  flags.DEFINE_bool('fit', False, 'Also the error on the training split the run trained on '
+                    'and on its held-out val split (train_error_pct, val_error_pct).')
   flags.mark_flag_as_required('model')
   cli.run(main)

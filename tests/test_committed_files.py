@@ -36,3 +36,19 @@ def test_committed_files_decode_to_their_digests(setting):
   assert set(found) == set(expected)
   changed = sorted(p for p in expected if found[p] != expected[p])
   assert not changed, f'{len(changed)} files decode differently under {setting}: {changed[:5]}'
+
+
+def test_evaluate_fit_reproduces_a_runs_val_split_and_reports_its_training_error():
+  run = os.path.join(REPO, 'experiments', 'results', 'mnist', 'lenet300_epr_val_ff_lmbda0.1_seed1')
+  with open(os.path.join(run, 'result.json')) as f:
+    logged = json.load(f)['export']
+  out = subprocess.run([sys.executable, '-m', 'erp.evaluate', '--model',
+                        os.path.join(run, 'model.erp'), '--fit', '--json'],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  record = json.loads(out.stdout)
+  # The file's config cuts the same held-out val the run chose on, from the same decode.
+  assert record['val_error_pct'] == logged['val_error_pct']
+  assert record['error_pct'] == logged['error_pct']
+  # 50,000 training images, the run's own: a LeNet-300-100 at 9 KB fits them below val.
+  assert 0.0 <= record['train_error_pct'] < record['val_error_pct']
