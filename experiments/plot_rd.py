@@ -18,6 +18,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 import fronts  # noqa: E402
+import run_rows  # noqa: E402
 import tables  # noqa: E402
 
 MARKERS = {'epr': 'o', 'uniform': 's', 'prune': '^', 'surp': 'v', 'miracle': 'D'}
@@ -76,7 +77,7 @@ def main():
                  help='results root: DATASET/RUN/result.json or RUN/result.json below it')
   p.add_argument('--out_dir', default='', help='default: the results root')
   args = p.parse_args()
-  ours, pubs = tables.rows(args.results), tables.published()
+  ours, pubs = run_rows.rows(args.results), tables.published()
   if not ours:
     raise SystemExit(f'no result.json under {args.results}; nothing plotted')
   for (dataset, model), mine in tables.panels(ours).items():

@@ -8,6 +8,7 @@ from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
 import fronts  # noqa: E402
+import run_rows  # noqa: E402
 import plot_rd  # noqa: E402
 import tables  # noqa: E402
 
@@ -35,7 +36,7 @@ def test_rows_take_size_and_error_from_the_decoded_file(tmp_path):
   _write(tmp_path, 'mnist', 'e_epr', 'epr', 7000, 2.0, augmented)
   _write(tmp_path, 'mnist', 'f_epr', 'epr', 7000, 2.0,
          {**augmented, 'data': {'augmentation': 'shift_flip'}})
-  rows = tables.rows(str(tmp_path))
+  rows = run_rows.rows(str(tmp_path))
   assert [(r['method'], r['num_bytes'], r['error_pct']) for r in rows] == [
       ('float', 1_066_440, 1.5), ('epr', 8000, 1.9), ('uniform', 100_000, 1.6),
       ('epr', 7000, 2.0), ('epr', 7000, 2.0), ('epr', 7000, 2.0)]
@@ -66,7 +67,7 @@ def test_each_baseline_row_names_its_rate_setting(tmp_path):
     _write(tmp_path, 'mnist', f'run_{method}', method, 5000, 2.0, config)
   config['prune']['scope'] = 'global'
   _write(tmp_path, 'mnist', 'run_global', 'prune', 5000, 2.0, config)
-  rows = tables.rows(str(tmp_path))
+  rows = run_rows.rows(str(tmp_path))
   settings = {r['run']: r['setting'] for r in rows}
   assert settings == {'run_prune': 'sparsity=0.9 step=0.5σ',
                       'run_global': 'sparsity=0.9 global step=0.5σ',
@@ -82,7 +83,7 @@ def test_versus_finds_a_smaller_and_better_file_or_none(tmp_path):
   _write(tmp_path, 'mnist', 'u_coarse', 'uniform', 40_000, 3.0, config)
   _write(tmp_path, 'mnist', 'u_fine', 'uniform', 150_000, 1.4, config)
   _write(tmp_path, 'mnist', 'u_tiny', 'uniform', 5_000, 80.0, config)
-  triples = tables.versus(tables.rows(str(tmp_path)))
+  triples = tables.versus(run_rows.rows(str(tmp_path)))
   # Sorted by the uniform file's size; the smallest EPR file that is no larger and
   # better, else the best EPR file no larger (to show the miss), else nothing.
   assert [(b['run'], w and w['run'], best and best['run']) for b, w, best in triples] == [
@@ -98,7 +99,7 @@ def test_tables_read_a_sweep_root_and_refuse_to_write_an_empty_table(tmp_path):
   sweep = tmp_path / 'sweep'
   base = {'train': {'num_epochs': 3}, 'rd': {'lmbda': 0.1}}
   _write(sweep, '', 'lmbda0.1', 'epr', 5000, 2.0, base)  # sweep.py's ROOT/RUN/result.json.
-  assert [r['run'] for r in tables.rows(str(sweep))] == ['lmbda0.1']
+  assert [r['run'] for r in run_rows.rows(str(sweep))] == ['lmbda0.1']
   readme = tmp_path / 'README.md'
   readme.write_text('a\n<!-- results:start -->\nOLD\n<!-- results:end -->\nb\n')
   empty = tmp_path / 'empty'
@@ -138,7 +139,7 @@ def test_seed_means_average_runs_that_differ_only_in_their_seed(tmp_path):
   path.write_text(json.dumps(result))
   _write(tmp_path, 'mnist', 'old', 'epr', 900, 2.0, {'train': {'num_epochs': 30},
                                                      'rd': {'lmbda': 1.0}, 'seed': 9})
-  rows = tables.rows(str(tmp_path))
+  rows = run_rows.rows(str(tmp_path))
   groups = tables.seed_means(rows)  # 'old' has no validation split.
   assert sorted(g['runs'] for g in groups) == [['epr_newcode_seed1'],
                                                ['epr_scratch'],
@@ -165,7 +166,7 @@ def test_a_teacher_of_another_model_or_an_ensemble_is_named_and_kept_apart(tmp_p
       result['export']['val_error_pct'] = 2.0
       result['teacher_model'] = teacher
       path.write_text(json.dumps(result))
-  rows = tables.rows(str(tmp_path))
+  rows = run_rows.rows(str(tmp_path))
   assert {r['run']: r['setting'] for r in rows} == {
       'own_seed1': 'λ=1 +kd(w=0.5, T=4)', 'own_seed2': 'λ=1 +kd(w=0.5, T=4)',
       'conv_seed1': 'λ=1 +kd(lenet5, w=0.5, T=4)',
@@ -197,7 +198,7 @@ def test_runs_from_an_augmented_float_run_are_labelled_and_never_merged_with_pla
     if recipe:
       result['float_runs'] = {'init_from': recipe, 'distill_from': recipe}
     path.write_text(json.dumps(result))
-  rows = tables.rows(str(tmp_path))
+  rows = run_rows.rows(str(tmp_path))
   settings = {r['run']: r['setting'] for r in rows}
   assert settings['aug_seed1'] == ('λ=1 from float(+aug, 40 ep) +kd(teacher(+aug, 40 ep), '
                                    'w=0.5, T=4)')
