@@ -7,6 +7,7 @@ An experiment file in configs/ defines `get_config(arg=None)` that calls
 import hashlib
 import json
 import math
+import re
 
 import ml_collections
 
@@ -66,6 +67,8 @@ def base_config():
   c.rd.enabled = False
   c.rd.lmbda = 0.0  # loss = cross-entropy [nats/example] + lmbda * bits / num_train.
   c.rd.lmbda_warmup_epochs = 0.0  # lmbda ramps up linearly over these first epochs (0: none).
+  c.rd.group_lmbda = ''  # 'REGEX=SCALE,...': the bits of a group whose path the first
+  # matching REGEX finds count SCALE times in the loss (per-layer lambda); others once.
   c.rd.latent_lr = 0.05  # In integer latent steps (Adam's step size is lr-sized).
   c.rd.decoder_lr = 1e-3
   c.rd.prior_lr = 1e-2  # Constant (no schedule): the priors must track the latents.
@@ -190,9 +193,37 @@ def _number(config, key, minimum=0.0):
   return node
 
 
+def group_lmbda(spec):
+  """[(compiled regex, scale)] of rd.group_lmbda ('REGEX=SCALE,...'; '' gives [])."""
+  out = []
+  for item in filter(None, (part.strip() for part in spec.split(','))):
+    pattern, sep, scale = item.rpartition('=')
+    try:
+      value = float(scale)
+      compiled = re.compile(pattern)
+    except (ValueError, re.error) as e:
+      raise ErpError(f'rd.group_lmbda: {item!r} is not REGEX=SCALE ({e})') from None
+    if not sep or not pattern or not math.isfinite(value) or value < 0:
+      raise ErpError(f'rd.group_lmbda: {item!r} must be REGEX=SCALE with a finite SCALE >= 0')
+    out.append((compiled, value))
+  return out
+
+
+def group_lmbda_scales(spec, groups):
+  """{group: scale} for the group paths of a model under rd.group_lmbda; a pattern that
+  finds no group is refused (a misspelt layer would silently train at one lambda)."""
+  parsed = group_lmbda(spec)
+  unused = [r.pattern for r, _ in parsed if not any(r.search(g) for g in groups)]
+  if unused:
+    raise ErpError(f'rd.group_lmbda: {unused} match no group of this model; its groups: '
+                   f'{sorted(groups)}')
+  return {g: next((s for r, s in parsed if r.search(g)), 1.0) for g in groups}
+
+
 def validate(config):
   """Refuses settings that would silently train something other than what was asked."""
   lmbda = _number(config, 'rd.lmbda')
+  group_lmbda(config.rd.get('group_lmbda', ''))
   if config.rd.enabled and lmbda == 0:
     raise ErpError('rd.enabled=True with rd.lmbda=0 trains without the rate term: '
                    'set --config.rd.lmbda (e.g. 0.1; larger gives smaller files)')

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from erp import config as config_lib
 from erp import data
 from erp import distill
 from erp import state as state_lib
@@ -132,13 +133,17 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
     accuracy = (jnp.argmax(logits, -1) == labels).mean()
     if not with_rate:
       return task, ({'ce': ce, 'accuracy': accuracy}, batch_stats)
-    total_bits = state_lib.rate(trainable.replace(latents=rate_latents), k_noise,
-                                prior_samples=rd.prior_samples,
-                                table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
-                                latent_gradient=rd.latent_gradient,
-                                adaptive_max_latents=rd.adaptive_rate_max_latents,
-                                adaptive_gradient=rd.adaptive_rate_gradient)
-    loss = task + lmbda_now * total_bits / num_train
+    bits = state_lib.rate(trainable.replace(latents=rate_latents), k_noise, per_group=True,
+                          prior_samples=rd.prior_samples,
+                          table_points=rd.rate_table_points, prior_fit=rd.prior_fit,
+                          latent_gradient=rd.latent_gradient,
+                          adaptive_max_latents=rd.adaptive_rate_max_latents,
+                          adaptive_gradient=rd.adaptive_rate_gradient)
+    scales = config_lib.group_lmbda_scales(rd.get('group_lmbda', ''), bits)
+    total_bits = sum(bits.values()) if bits else jnp.zeros((), jnp.float32)
+    priced_bits = (sum(scales[g] * b for g, b in bits.items())
+                   if rd.get('group_lmbda') else total_bits)
+    loss = task + lmbda_now * priced_bits / num_train
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
                   batch_stats)
 

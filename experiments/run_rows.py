@@ -109,6 +109,7 @@ def setting(r):
                       f'{started_from(r)}'
                       f'{augmented(c)}'
                       f'{" spikes=%d" % c["rd"]["prior_spikes"] if c["rd"].get("prior_spikes") else ""}'
+                      f'{" per-group λ×(%s)" % c["rd"]["group_lmbda"] if c["rd"].get("group_lmbda") else ""}'
                       f'{prior_setting(c["rd"])}'
                       f'{distilled(r)}{latent_lr(c["rd"])}'),
       'float': lambda: augmented(c).strip(),

@@ -133,3 +133,43 @@ def test_a_run_with_rate_every_trains_exports_and_resumes(tmp_path, data_dir):
   assert lines and all(np.isfinite(l['bits']) and np.isfinite(l['loss']) for l in lines)
   again = train.train_and_evaluate(c, str(tmp_path))  # From its checkpoint, rate_grads too.
   assert again['test_error_pct'] == result['test_error_pct']
+
+
+def test_group_lmbda_scales_each_groups_rate_gradient_and_not_the_bits_logged(data_dir):
+  plain = _config(data_dir, 4)
+  scaled = _config(data_dir, 4)
+  scaled.rd.group_lmbda = r'Dense_0/kernel=0, Dense_2/.*=2.5'
+  step_p, state_p, images, labels = _setup(plain)
+  step_s, state_s, _, _ = _setup(scaled)
+  batch = _batch(images, labels, 0)
+  new_p, metrics_p = step_p(state_p, *batch, with_rate=True)
+  new_s, metrics_s = step_s(state_s, *batch, with_rate=True)
+  assert float(metrics_s['bits']) == float(metrics_p['bits']) > 0  # Logged unweighted.
+  assert float(metrics_s['loss']) < float(metrics_p['loss'])  # fc1's bits priced at 0.
+  grads_p, grads_s = new_p.rate_grads, new_s.rate_grads
+  assert not np.any(grads_s['Dense_0/kernel']) and np.any(grads_p['Dense_0/kernel'])
+  for name in ('Dense_2/kernel', 'Dense_2/bias'):
+    np.testing.assert_allclose(grads_s[name], 2.5 * grads_p[name], rtol=1e-6)
+  for name in ('Dense_1/kernel', 'Dense_0/bias'):
+    _assert_equal(grads_s[name], grads_p[name])
+
+
+@pytest.mark.parametrize('spec,message', [
+    ('Dense_0=nan', 'finite SCALE'),
+    ('Dense_0=-1', 'finite SCALE'),
+    ('Dense_0', 'REGEX=SCALE'),
+    ('(=2', 'not REGEX=SCALE'),
+    ('=2', 'REGEX=SCALE'),
+])
+def test_malformed_group_lmbda_is_refused_by_validation(spec, message):
+  c = _config(None, 1)
+  c.rd.group_lmbda = spec
+  with pytest.raises(erp.ErpError, match=message):
+    config_lib.validate(c)
+
+
+def test_group_lmbda_naming_no_group_is_refused_with_the_groups():
+  with pytest.raises(erp.ErpError, match=r"\['Conv_9'\] match no group.*Dense_0/kernel"):
+    config_lib.group_lmbda_scales('Dense_0=2,Conv_9=0.5', ['Dense_0/kernel', 'Dense_0/bias'])
+  assert config_lib.group_lmbda_scales('kernel=2,Dense_0=3', ['Dense_0/kernel', 'Dense_0/bias']) \
+      == {'Dense_0/kernel': 2.0, 'Dense_0/bias': 3.0}  # The first pattern that matches.
