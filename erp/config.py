@@ -223,7 +223,9 @@ def group_lmbda_scales(spec, groups):
 def validate(config):
   """Refuses settings that would silently train something other than what was asked."""
   lmbda = _number(config, 'rd.lmbda')
-  group_lmbda(config.rd.get('group_lmbda', ''))
+  if group_lmbda(config.rd.get('group_lmbda', '')) and not config.rd.enabled:
+    raise ErpError('rd.group_lmbda is set but rd.enabled=False: a float run has no rate to '
+                   'scale; add --config.rd.enabled=True')
   if config.rd.enabled and lmbda == 0:
     raise ErpError('rd.enabled=True with rd.lmbda=0 trains without the rate term: '
                    'set --config.rd.lmbda (e.g. 0.1; larger gives smaller files)')

@@ -90,6 +90,7 @@ def test_every_config_is_locked(name):
      "'interpolated' with rd.prior_fit other than 'noisy'"),
     ({'rd.adaptive_rate_max_latents': -1}, 'rd.adaptive_rate_max_latents must be an integer'),
     ({'rd.adaptive_rate_gradient': 'exact'}, 'rd.adaptive_rate_gradient must be one of'),
+    ({'rd.group_lmbda': 'Dense_0=2'}, 'rd.group_lmbda is set but rd.enabled=False'),
 ])
 def test_settings_that_would_train_something_else_are_refused(overrides, message):
   from erp.config import validate
@@ -106,4 +107,5 @@ def test_settings_that_would_train_something_else_are_refused(overrides, message
   c.rd.rate_table_points, c.rd.prior_samples = 4096, 16384
   c.rd.prior_fit, c.rd.latent_gradient = 'active_base', 'interpolated'
   c.rd.adaptive_rate_max_latents, c.rd.adaptive_rate_gradient = 1024, 'code'
+  c.rd.group_lmbda = ''
   validate(c)
