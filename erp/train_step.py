@@ -139,10 +139,10 @@ def make_train_step(config, model, ds, tx, num_train, param_transform=None):
                           latent_gradient=rd.latent_gradient,
                           adaptive_max_latents=rd.adaptive_rate_max_latents,
                           adaptive_gradient=rd.adaptive_rate_gradient)
-    scales = config_lib.group_lmbda_scales(rd.get('group_lmbda', ''), bits)
-    total_bits = sum(bits.values()) if bits else jnp.zeros((), jnp.float32)
-    priced_bits = (sum(scales[g] * b for g, b in bits.items())
-                   if rd.get('group_lmbda') else total_bits)
+    total_bits = priced_bits = sum(bits.values()) if bits else jnp.zeros((), jnp.float32)
+    if rd.get('group_lmbda'):  # Per-layer lambda: each group's bits count its scale times.
+      scales = config_lib.group_lmbda_scales(rd.group_lmbda, bits)
+      priced_bits = sum(scales[g] * b for g, b in bits.items())
     loss = task + lmbda_now * priced_bits / num_train
     return loss, ({'loss': loss, 'ce': ce, 'bits': total_bits, 'accuracy': accuracy},
                   batch_stats)
